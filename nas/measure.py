@@ -1,0 +1,762 @@
+"""S: the training-step time of a network, measured on the device that trains it.
+
+DESIGN decision 3: S is *measured*, not estimated. One training step (forward,
+backward, optimizer step) is timed at the proxy batch size, resolution, dtype and
+memory format, after a warm-up, with the device synchronized, and summarized by the
+median and the 10th/90th percentiles. Results are cached per (arch, device
+fingerprint, batch, resolution, classes) in a JSON file shared by every process on the
+host, and the measurement holds the device exclusively (a per-device reader/writer
+lock that trainers hold shared) so that S is never measured while another trial
+trains on the same device.
+
+Example:
+    >>> import torch.nn as nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    ...                     nn.Linear(8, 10))
+    >>> st = measure_step_time(net, batch=2, resolution=8, num_classes=10, device="cpu",
+    ...                        warmup=1, repeats=3, min_time=0.0, exclusive=False)
+    >>> st.step_time_p10 <= st.step_time <= st.step_time_p90
+    True
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+try:  # POSIX only; elsewhere the locks degrade to no-ops (see _FileLock)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "DTYPES",
+    "StepTime",
+    "StepTimeCache",
+    "device_fingerprint",
+    "exclusive_device",
+    "measure_step_time",
+    "shared_device",
+]
+
+#: Accepted values of ``measure_step_time(dtype=...)``.
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+_CACHE_VERSION = 1
+_POLL_S = 0.02
+
+
+# --------------------------------------------------------------------------- result
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """One measurement of S.
+
+    Attributes:
+        step_time: Median seconds of one full training step (forward, backward,
+            optimizer step).
+        step_time_p10: 10th percentile of the timed steps, seconds.
+        step_time_p90: 90th percentile of the timed steps, seconds.
+        device: The device fingerprint (see `device_fingerprint`).
+        batch: Batch size of the timed steps.
+        resolution: Input height = width, pixels.
+        repeats: Number of timed training steps the figures summarize.
+        inference_latency: Median seconds of one eval-mode forward (no grad) at the
+            same batch size.
+        peak_memory: Peak CUDA memory the training steps allocated on top of what
+            was allocated before measuring (weights copy, gradients, optimizer
+            state, activations), bytes; None off CUDA.
+        exclusive: True when the device was held exclusively while measuring.
+        cached: True when the figures come from the cache, not a fresh measurement.
+    """
+
+    step_time: float
+    step_time_p10: float
+    step_time_p90: float
+    device: str
+    batch: int
+    resolution: int
+    repeats: int
+    inference_latency: float
+    peak_memory: int | None
+    exclusive: bool
+    cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the fields as a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepTime:
+        """Builds a `StepTime` from `to_dict` output.
+
+        Raises:
+            ValueError: When a field is missing or unknown.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown StepTime fields {unknown}")
+        required = {f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING}
+        missing = sorted(required - set(data))
+        if missing:
+            raise ValueError(f"missing StepTime fields {missing}")
+        return cls(
+            step_time=float(data["step_time"]),
+            step_time_p10=float(data["step_time_p10"]),
+            step_time_p90=float(data["step_time_p90"]),
+            device=str(data["device"]),
+            batch=int(data["batch"]),
+            resolution=int(data["resolution"]),
+            repeats=int(data["repeats"]),
+            inference_latency=float(data["inference_latency"]),
+            peak_memory=None if data["peak_memory"] is None else int(data["peak_memory"]),
+            exclusive=bool(data["exclusive"]),
+            cached=bool(data.get("cached", False)),
+        )
+
+
+# --------------------------------------------------------------------- fingerprint
+
+
+def _resolve_device(device: torch.device | str | None) -> torch.device:
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"bad device {device!r}: {exc}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} requested but CUDA is not available")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+def _cpu_model_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def device_fingerprint(device: torch.device | str, *, dtype: torch.dtype,
+                       channels_last: bool) -> str:
+    """Names the hardware and software setup a step time is valid for.
+
+    Two measurements are comparable (and a cached one reusable) only when their
+    fingerprints are equal: same accelerator model (or CPU model and thread count),
+    same torch and CUDA versions, same compute dtype and memory format.
+
+    Args:
+        device: The device that runs the steps.
+        dtype: The compute dtype (the autocast dtype, or float32 without autocast).
+        channels_last: Whether activations use the channels-last memory format.
+
+    Returns:
+        For example ``"NVIDIA H200|torch 2.13.0|cuda 12.8|bfloat16|channels_last"`` or
+        ``"cpu:Intel(R) Xeon(R) Processor x2|torch 2.13.0|float32|contiguous"``.
+
+    Raises:
+        ValueError: For a device string torch does not understand, or CUDA asked for
+            where it is not available.
+    """
+    dev = _resolve_device(device)
+    torch_version = torch.__version__.split("+", 1)[0]
+    fmt = "channels_last" if channels_last else "contiguous"
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(dev)
+        runtime = (f"cuda {torch.version.cuda}" if torch.version.cuda
+                   else f"hip {getattr(torch.version, 'hip', None)}")
+        parts = [name, f"torch {torch_version}", runtime]
+    elif dev.type == "cpu":
+        # Threads are part of it: the same CPU at 2 and 16 threads is two devices.
+        parts = [f"cpu:{_cpu_model_name()} x{torch.get_num_threads()}",
+                 f"torch {torch_version}"]
+    else:
+        parts = [dev.type, f"torch {torch_version}"]
+    return "|".join(parts + [_dtype_name(dtype), fmt])
+
+
+# --------------------------------------------------------------------------- locks
+
+
+class _FileLock:
+    """An ``fcntl.flock`` on a file of its own open file description.
+
+    Separate `_FileLock` objects on one path conflict with each other even inside
+    one process (flock locks belong to the open file description), which is what
+    lets threads act as separate holders.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def open(self) -> bool:
+        """Opens (creating) the lock file; False when it cannot be opened."""
+        if fcntl is None:
+            return False
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            try:  # another user's lock file: flock needs no write access
+                self._fd = os.open(self.path, os.O_RDONLY)
+            except OSError:
+                return False
+        return True
+
+    def acquire(self, shared: bool, deadline: float | None) -> None:
+        """Takes the lock, polling until ``deadline`` (perf_counter) when given.
+
+        Raises:
+            TimeoutError: When the deadline passes first.
+        """
+        assert self._fd is not None and fcntl is not None
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        if deadline is None:
+            fcntl.flock(self._fd, mode)
+            return
+        while True:
+            try:
+                fcntl.flock(self._fd, mode | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.perf_counter() >= deadline:
+                    raise TimeoutError(
+                        f"could not take the {'shared' if shared else 'exclusive'} "
+                        f"lock {self.path} in time") from None
+                time.sleep(_POLL_S)
+
+    def release(self) -> None:
+        """Unlocks and closes; closing alone would unlock, this is explicit."""
+        if self._fd is None:
+            return
+        try:
+            if fcntl is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+
+# Per-thread record of the device locks this thread holds: re-entry must not
+# self-deadlock (a second flock in the same thread would wait for itself).
+_held = threading.local()
+
+
+def _held_map() -> dict[str, list[str]]:
+    if not hasattr(_held, "locks"):
+        _held.locks = {}
+    return _held.locks
+
+
+def _device_lock_id(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        # The physical GPU, not the index: under CUDA_VISIBLE_DEVICES (Ray) two
+        # trials on different GPUs both see cuda:0.
+        props = torch.cuda.get_device_properties(dev)
+        uuid = getattr(props, "uuid", None)
+        if uuid is not None:
+            return f"cuda-{uuid}"
+        return f"cuda{dev.index}"
+    return dev.type
+
+
+def _lock_paths(device: torch.device | str, lock_dir: str | os.PathLike[str] | None
+                ) -> tuple[str, Path, Path]:
+    dev = _resolve_device(device)
+    key = _device_lock_id(dev)
+    base = Path(lock_dir) if lock_dir is not None else Path(tempfile.gettempdir())
+    return key, base / f"nas-device-{key}.lock", base / f"nas-device-{key}.gate.lock"
+
+
+def _deadline(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if timeout < 0:
+        raise ValueError(f"timeout must be >= 0 or None, got {timeout}")
+    return time.perf_counter() + timeout
+
+
+@contextlib.contextmanager
+def exclusive_device(device: torch.device | str, *, timeout: float | None = None,
+                     lock_dir: str | os.PathLike[str] | None = None) -> Iterator[bool]:
+    """Holds ``device`` exclusively on this host: no trainer holds it shared meanwhile.
+
+    A writer-preferring reader/writer lock: the writer first takes a "gate" file
+    exclusively, which stops new readers from entering, then waits for the readers
+    already training to leave the device file. Without the gate, trainers whose
+    epochs overlap could keep the device busy forever and starve the measurement.
+
+    Args:
+        device: The device to hold (a CUDA device is identified by its UUID).
+        timeout: Seconds to wait; None waits as long as it takes.
+        lock_dir: Folder of the lock files; default the system temp folder
+            (``/tmp/nas-device-<id>.lock``).
+
+    Yields:
+        True when the lock is held; False when locking is unavailable here (no
+        fcntl, or the lock file cannot be opened), in which case nothing is held.
+
+    Raises:
+        TimeoutError: When ``timeout`` passes before the device is free.
+        RuntimeError: When this thread holds the device shared (it would wait for
+            itself forever).
+    """
+    key, path, gate_path = _lock_paths(device, lock_dir)
+    held = _held_map()
+    modes = held.get(str(path), [])
+    if "exclusive" in modes:  # re-entrant
+        yield True
+        return
+    if "shared" in modes:
+        raise RuntimeError(
+            f"this thread holds device {key} shared; leave shared_device() before "
+            f"exclusive_device()")
+    deadline = _deadline(timeout)
+    gate, lock = _FileLock(gate_path), _FileLock(path)
+    if not (gate.open() and lock.open()):
+        gate.release()
+        lock.release()
+        warnings.warn(f"device lock {path} unavailable; measuring without holding the "
+                      f"device exclusively", RuntimeWarning, stacklevel=3)
+        yield False
+        return
+    try:
+        gate.acquire(shared=False, deadline=deadline)
+        lock.acquire(shared=False, deadline=deadline)
+        held.setdefault(str(path), []).append("exclusive")
+        try:
+            yield True
+        finally:
+            held[str(path)].remove("exclusive")
+    finally:
+        lock.release()
+        gate.release()
+
+
+@contextlib.contextmanager
+def shared_device(device: torch.device | str, *, timeout: float | None = None,
+                  lock_dir: str | os.PathLike[str] | None = None) -> Iterator[bool]:
+    """Holds ``device`` shared: trainers wrap each epoch in this.
+
+    Any number of shared holders coexist; an exclusive holder (a measurement) waits
+    for all of them, and new shared holders wait while a measurement is pending or
+    running.
+
+    Args:
+        device: The device to hold.
+        timeout: Seconds to wait; None waits as long as it takes.
+        lock_dir: Folder of the lock files; default the system temp folder.
+
+    Yields:
+        True when the lock is held; False when locking is unavailable here.
+
+    Raises:
+        TimeoutError: When ``timeout`` passes before the device can be shared.
+    """
+    _, path, gate_path = _lock_paths(device, lock_dir)
+    held = _held_map()
+    if held.get(str(path)):  # already shared or exclusive in this thread
+        yield True
+        return
+    deadline = _deadline(timeout)
+    gate, lock = _FileLock(gate_path), _FileLock(path)
+    if not (gate.open() and lock.open()):
+        gate.release()
+        lock.release()
+        yield False
+        return
+    try:
+        # Pass through the gate (blocked while a measurement waits or runs), then
+        # hold the device shared and let the gate go at once.
+        gate.acquire(shared=True, deadline=deadline)
+        try:
+            lock.acquire(shared=True, deadline=deadline)
+        finally:
+            gate.release()
+        held.setdefault(str(path), []).append("shared")
+        try:
+            yield True
+        finally:
+            held[str(path)].remove("shared")
+    finally:
+        lock.release()
+        gate.release()
+
+
+# --------------------------------------------------------------------------- cache
+
+
+class StepTimeCache:
+    """Step times kept in a JSON file, shared by every process on the host.
+
+    Keyed by (cache key — the canonical arch string —, device fingerprint, batch,
+    resolution, classes). Reads and writes take an ``fcntl`` lock on a side file and
+    writes go through a temp file and ``os.replace``, so concurrent workers never
+    see a half-written file. A corrupt file is ignored with a warning and replaced
+    on the next write.
+
+    Example:
+        >>> import tempfile, os
+        >>> cache = StepTimeCache(os.path.join(tempfile.mkdtemp(), "st.json"))
+        >>> cache.get("arch", "cpu|f32", batch=8, resolution=64) is None
+        True
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        """Args:
+            path: The JSON file; created (with its folder) on the first `put`.
+        """
+        self.path = Path(path).expanduser()
+        self._lock_path = self.path.with_name(self.path.name + ".lock")
+
+    def __repr__(self) -> str:
+        return f"StepTimeCache({str(self.path)!r})"
+
+    @staticmethod
+    def key(cache_key: str, fingerprint: str, batch: int, resolution: int,
+            num_classes: int | None = None) -> str:
+        """The entry name: a JSON list, so no separator inside a field can collide."""
+        return json.dumps([cache_key, fingerprint, int(batch), int(resolution),
+                           None if num_classes is None else int(num_classes)])
+
+    @contextlib.contextmanager
+    def _locked(self, shared: bool) -> Iterator[None]:
+        lock = _FileLock(self._lock_path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass
+        if lock.open():
+            try:
+                lock.acquire(shared=shared, deadline=None)
+                yield
+            finally:
+                lock.release()
+        else:  # read-only place or no fcntl: atomic replace still protects readers
+            yield
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            warnings.warn(f"step-time cache {self.path} unreadable ({exc}); ignoring it",
+                          RuntimeWarning, stacklevel=4)
+            return {}
+        try:
+            data = json.loads(text)
+            entries = data["entries"]
+            if not isinstance(entries, dict) or data.get("version") != _CACHE_VERSION:
+                raise ValueError("unexpected layout")
+        except (ValueError, KeyError, TypeError) as exc:
+            warnings.warn(f"step-time cache {self.path} is corrupt ({exc}); ignoring it",
+                          RuntimeWarning, stacklevel=4)
+            return {}
+        return entries
+
+    def get(self, cache_key: str, fingerprint: str, *, batch: int, resolution: int,
+            num_classes: int | None = None) -> StepTime | None:
+        """Looks a measurement up.
+
+        Returns:
+            The stored `StepTime` with ``cached=True``, or None on a miss (or an
+            unreadable entry, which is warned about).
+        """
+        with self._locked(shared=True):
+            entries = self._read()
+        raw = entries.get(self.key(cache_key, fingerprint, batch, resolution, num_classes))
+        if raw is None:
+            return None
+        try:
+            return dataclasses.replace(StepTime.from_dict(raw), cached=True)
+        except (ValueError, KeyError, TypeError) as exc:
+            warnings.warn(f"step-time cache {self.path}: bad entry ({exc}); ignoring it",
+                          RuntimeWarning, stacklevel=2)
+            return None
+
+    def put(self, cache_key: str, fingerprint: str, result: StepTime, *,
+            num_classes: int | None = None) -> None:
+        """Stores a measurement under (cache_key, fingerprint, its batch, resolution).
+
+        Other processes' entries written meanwhile are kept: the file is re-read
+        under the exclusive lock and merged.
+        """
+        key = self.key(cache_key, fingerprint, result.batch, result.resolution, num_classes)
+        entry = dataclasses.replace(result, cached=False).to_dict()
+        with self._locked(shared=False):
+            entries = self._read()
+            entries[key] = entry
+            payload = json.dumps({"version": _CACHE_VERSION, "entries": entries},
+                                 indent=1, sort_keys=True)
+            fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp",
+                                       dir=self.path.parent)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(payload)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+
+
+# --------------------------------------------------------------------- measurement
+
+
+def _resolve_dtype(dtype: str, dev: torch.device) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    if dtype == "auto":
+        return torch.bfloat16 if dev.type == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _time_steps(step: Callable[[], None], dev: torch.device, *, repeats: int,
+                min_time: float, max_repeats: int) -> list[float]:
+    """Seconds of each timed call of ``step``.
+
+    Time-boxed: at least ``repeats`` calls, and more until ``min_time`` seconds of
+    timed calls have passed (at most ``max_repeats``). A median over a second of
+    steps shrugs off the odd slow step from a busy host, so a fixed small count
+    is not relied on for repeatability.
+    """
+    times: list[float] = []
+    if dev.type == "cuda":
+        # CUDA events time the device work itself and need no synchronize between
+        # steps, so the host keeps queueing as it does in real training.
+        pending: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        start_wall = time.perf_counter()
+        while True:
+            begin = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            begin.record()
+            step()
+            end.record()
+            pending.append((begin, end))
+            n = len(pending)
+            if n >= max_repeats:
+                break
+            # The host runs at most a few steps ahead of the device, so its wall
+            # clock is a fair stand-in for the time-box without a synchronize.
+            if n >= repeats and time.perf_counter() - start_wall >= min_time:
+                break
+        _sync(dev)
+        times = [b.elapsed_time(e) / 1e3 for b, e in pending]
+    else:
+        total = 0.0
+        while True:
+            t0 = time.perf_counter()
+            step()
+            _sync(dev)
+            dt = time.perf_counter() - t0
+            times.append(dt)
+            total += dt
+            if len(times) >= max_repeats or (len(times) >= repeats and total >= min_time):
+                break
+    return times
+
+
+def _validate(batch: int, resolution: int, num_classes: int, warmup: int, repeats: int,
+              min_time: float) -> None:
+    for name, value, low in (("batch", batch, 1), ("resolution", resolution, 1),
+                             ("num_classes", num_classes, 1), ("warmup", warmup, 0),
+                             ("repeats", repeats, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if not min_time >= 0:
+        raise ValueError(f"min_time must be >= 0 seconds, got {min_time!r}")
+
+
+def measure_step_time(model: nn.Module, *, batch: int, resolution: int, num_classes: int,
+                      device: str | torch.device | None = None, dtype: str = "auto",
+                      channels_last: bool | None = None, warmup: int = 3,
+                      repeats: int = 15, cache: StepTimeCache | None = None,
+                      cache_key: str | None = None, exclusive: bool = True,
+                      min_time: float = 1.5, max_repeats: int = 500,
+                      lock_dir: str | os.PathLike[str] | None = None) -> StepTime:
+    """Measures S: the seconds of one full training step of ``model`` on ``device``.
+
+    A deep copy of ``model`` is timed (the caller's model, weights and buffers are
+    untouched): train mode, SGD with momentum, a fixed random batch of shape
+    (batch, 3, resolution, resolution) with random labels, cross-entropy. After
+    ``warmup`` untimed steps, at least ``repeats`` steps are timed and more until
+    ``min_time`` seconds have been timed. Also timed: one eval-mode forward under
+    ``torch.no_grad`` (``inference_latency``), and on CUDA the peak memory.
+
+    Args:
+        model: The network; it must map (N, 3, R, R) images to (N, num_classes).
+        batch: Batch size of a step (the proxy training batch).
+        resolution: Image height = width (the proxy training resolution).
+        num_classes: Number of classes of the random labels.
+        device: Where to measure; default CUDA when available, else CPU.
+        dtype: "auto" (bf16 autocast on CUDA, float32 on CPU), "float32",
+            "bfloat16" or "float16" (autocast with a grad scaler).
+        channels_last: Memory format; None = channels-last on CUDA only.
+        warmup: Untimed steps first (allocator, cuDNN autotuning, caches).
+        repeats: Minimum number of timed steps.
+        cache: A `StepTimeCache` to read first and write after measuring.
+        cache_key: The canonical arch string; without it the cache is not used.
+        exclusive: Hold the device exclusively (see `exclusive_device`) while
+            measuring, so no trial trains on it meanwhile.
+        min_time: Keep timing steps until this many seconds are timed.
+        max_repeats: Upper bound on timed steps.
+        lock_dir: Folder of the device lock files; default the system temp folder.
+
+    Returns:
+        The `StepTime`; ``cached=True`` when it came from ``cache``.
+
+    Raises:
+        ValueError: For a bad batch, resolution, class count, dtype, device or
+            repeat count.
+        torch.cuda.OutOfMemoryError: When a step does not fit on the device.
+    """
+    _validate(batch, resolution, num_classes, warmup, repeats, min_time)
+    if max_repeats < repeats:
+        raise ValueError(f"max_repeats ({max_repeats}) must be >= repeats ({repeats})")
+    dev = _resolve_device(device)
+    compute_dtype = _resolve_dtype(dtype, dev)
+    if channels_last is None:
+        channels_last = dev.type == "cuda"
+    fingerprint = device_fingerprint(dev, dtype=compute_dtype, channels_last=channels_last)
+
+    use_cache = cache is not None and cache_key is not None
+    if use_cache:
+        hit = cache.get(cache_key, fingerprint, batch=batch, resolution=resolution,
+                        num_classes=num_classes)
+        if hit is not None:
+            return hit
+
+    lock = (exclusive_device(dev, lock_dir=lock_dir) if exclusive
+            else contextlib.nullcontext(False))
+    with lock as held:
+        result = _measure(model, dev=dev, compute_dtype=compute_dtype,
+                          channels_last=channels_last, batch=batch, resolution=resolution,
+                          num_classes=num_classes, warmup=warmup, repeats=repeats,
+                          min_time=min_time, max_repeats=max_repeats,
+                          fingerprint=fingerprint, exclusive=bool(held))
+    if use_cache:
+        cache.put(cache_key, fingerprint, result, num_classes=num_classes)
+    return result
+
+
+def _measure(model: nn.Module, *, dev: torch.device, compute_dtype: torch.dtype,
+             channels_last: bool, batch: int, resolution: int, num_classes: int,
+             warmup: int, repeats: int, min_time: float, max_repeats: int,
+             fingerprint: str, exclusive: bool) -> StepTime:
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    autocast = compute_dtype != torch.float32
+    # Seeded private generator: the same batch every time, global RNG left alone.
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, resolution, resolution, generator=gen)
+    labels = torch.randint(0, num_classes, (batch,), generator=gen)
+    images = images.to(dev).contiguous(memory_format=memory_format)
+    labels = labels.to(dev)
+    # Peak memory is reported on top of what was allocated before (the caller's own
+    # model may live on this device): weights copy, grads, optimizer state, activations.
+    base_memory = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else 0
+
+    net = copy.deepcopy(model).to(dev, memory_format=memory_format)
+    net.train()
+    # lr is tiny so the timed steps cannot drive weights into NaN/denormals, which
+    # would change CPU speed; the arithmetic done per step is the same at any lr.
+    optimizer = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9)
+    scaler = (torch.amp.GradScaler(dev.type)
+              if compute_dtype == torch.float16 and dev.type == "cuda" else None)
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(dev.type, dtype=compute_dtype, enabled=autocast):
+            loss = F.cross_entropy(net(images), labels)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+
+    def eval_step() -> None:
+        with torch.no_grad(), torch.autocast(dev.type, dtype=compute_dtype,
+                                             enabled=autocast):
+            net(images)
+
+    cudnn_benchmark = torch.backends.cudnn.benchmark
+    try:
+        if dev.type == "cuda":
+            # Trainers autotune convolutions too; warm-up absorbs the tuning.
+            torch.backends.cudnn.benchmark = True
+            torch.cuda.reset_peak_memory_stats(dev)
+        for _ in range(warmup):
+            train_step()
+        _sync(dev)
+        train_times = _time_steps(train_step, dev, repeats=repeats, min_time=min_time,
+                                  max_repeats=max_repeats)
+        peak = (int(torch.cuda.max_memory_allocated(dev)) - base_memory
+                if dev.type == "cuda" else None)
+
+        net.eval()
+        for _ in range(max(1, min(warmup, 2))):
+            eval_step()
+        _sync(dev)
+        eval_times = _time_steps(eval_step, dev, repeats=max(3, repeats),
+                                 min_time=min_time / 3, max_repeats=max_repeats)
+    finally:
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+        del net, optimizer, images, labels
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()  # leave the memory to the trials that train next
+
+    arr = np.asarray(train_times, dtype=np.float64)
+    p10, median, p90 = (float(x) for x in np.percentile(arr, [10, 50, 90]))
+    # Interpolated percentiles are ordered already; clamp guards float round-off.
+    p10, p90 = min(p10, median), max(p90, median)
+    return StepTime(
+        step_time=median,
+        step_time_p10=p10,
+        step_time_p90=p90,
+        device=fingerprint,
+        batch=batch,
+        resolution=resolution,
+        repeats=len(train_times),
+        inference_latency=float(np.median(np.asarray(eval_times, dtype=np.float64))),
+        peak_memory=peak,
+        exclusive=exclusive,
+    )

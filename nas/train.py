@@ -1,0 +1,423 @@
+"""The proxy trainer: a few epochs at reduced resolution, the accuracy a search ranks by.
+
+Written in the airbench manner: the whole data set is moved to the device once and
+resized once (kept as uint8), every batch is cut out of it with one gather that does
+the random crop and flip together, and nothing in the hot loop runs per sample in
+Python. Failures that belong to the candidate (a diverged loss, out of memory, a model
+that does not fit the data) become :class:`CandidateFailure` so a search can record
+them and go on.
+"""
+from __future__ import annotations
+
+import gc
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas.data import Dataset
+
+__all__ = [
+    "CandidateFailure",
+    "ProxyConfig",
+    "TrainResult",
+    "train",
+]
+
+_OPTIMIZERS = ("sgd", "rmsprop")
+_DTYPES = ("auto", "float32", "bfloat16")
+# On CUDA a loss check is a host sync; every few steps is enough to catch a divergence
+# early while keeping the queue full.
+_CUDA_CHECK_EVERY = 16
+_RESIZE_CHUNK = 2048
+
+_T = TypeVar("_T")
+
+
+class CandidateFailure(Exception):
+    """A candidate's own failure; ``reason`` starts with ``diverged``, ``oom`` or ``invalid``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """How a candidate is trained by the proxy task.
+
+    Attributes:
+        epochs: Passes over the training split.
+        resolution: Side of the square images the data is resized to (once).
+        batch_size: Training batch size (evaluation uses a larger one).
+        optimizer: ``"sgd"`` (Nesterov momentum) or ``"rmsprop"`` (TF-style eps 1e-3).
+        lr: Peak learning rate, reached after the warm-up.
+        momentum: Momentum of either optimizer.
+        weight_decay: L2 on conv/linear weights (not on BN or biases).
+        label_smoothing: Cross-entropy label smoothing.
+        warmup_epochs: Linear warm-up length; then cosine decay to 0, per step.
+        seed: Seeds augmentation, batch order and the model's own randomness.
+        max_loss: A loss above this (or non-finite) means the candidate diverged.
+        dtype: ``"auto"`` (bfloat16 autocast on CUDA, float32 on CPU), ``"float32"``
+            or ``"bfloat16"``.
+        channels_last: Memory format; ``None`` = on CUDA only.
+    """
+
+    epochs: int = 5
+    resolution: int = 32
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-5
+    label_smoothing: float = 0.1
+    warmup_epochs: float = 1.0
+    seed: int = 0
+    max_loss: float = 1e3
+    dtype: str = "auto"
+    channels_last: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "resolution", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ProxyConfig.{name} must be a positive int, got {value!r}")
+        if self.optimizer not in _OPTIMIZERS:
+            raise ValueError(f"ProxyConfig.optimizer must be one of {', '.join(_OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"ProxyConfig.dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
+        _check_float("lr", self.lr, low=0.0, low_open=True)
+        _check_float("momentum", self.momentum, low=0.0, high=1.0)
+        _check_float("weight_decay", self.weight_decay, low=0.0)
+        _check_float("label_smoothing", self.label_smoothing, low=0.0, high=1.0)
+        _check_float("warmup_epochs", self.warmup_epochs, low=0.0)
+        _check_float("max_loss", self.max_loss, low=0.0, low_open=True)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"ProxyConfig.seed must be an int, got {self.seed!r}")
+        if self.channels_last is not None and not isinstance(self.channels_last, bool):
+            raise ValueError(f"ProxyConfig.channels_last must be True, False or None, got {self.channels_last!r}")
+
+
+def _check_float(name: str, value: object, *, low: float, high: float | None = None, low_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (high is None or value < high)
+    if not ok:
+        bounds = f"{'>' if low_open else '>='} {low:g}" + (f" and < {high:g}" if high is not None else "")
+        raise ValueError(f"ProxyConfig.{name} must be a finite number {bounds}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a proxy training run measured.
+
+    Attributes:
+        accuracy: Final validation accuracy, a fraction in [0, 1].
+        epoch_accuracies: Validation accuracy after each epoch.
+        train_seconds: Wall time of the whole call (data transfer and evaluation included).
+        images_per_second: Training throughput over the training steps alone.
+    """
+
+    accuracy: float
+    epoch_accuracies: tuple[float, ...]
+    train_seconds: float
+    images_per_second: float
+
+
+def train(
+    model: nn.Module,
+    data: Dataset,
+    config: ProxyConfig,
+    *,
+    device: str | torch.device | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``data`` with the proxy recipe and report validation accuracy.
+
+    The model is moved to ``device`` and keeps its trained weights (left in eval mode).
+    The caller's global RNG state and thread settings are left as they were.
+
+    Args:
+        model: The candidate network; outputs ``(batch, data.num_classes)`` logits.
+        data: Train and validation splits (uint8 images).
+        config: The proxy recipe.
+        device: Where to train; default CUDA when available, else CPU.
+        on_epoch: Called as ``on_epoch(epoch, accuracy)`` after each epoch (from 1);
+            whatever it raises (e.g. ``optuna.TrialPruned``) propagates unchanged.
+
+    Returns:
+        The accuracies and timings.
+
+    Raises:
+        CandidateFailure: ``diverged: ...``, ``oom: ...`` or ``invalid: ...``.
+    """
+    dev = torch.device(device) if device is not None else _default_device()
+    if len(data.train_x) == 0 or len(data.val_x) == 0:
+        raise ValueError(f"dataset {data.name!r} has an empty split (train {len(data.train_x)}, val {len(data.val_x)})")
+    start = time.perf_counter()
+    fork_devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    # Dropout and stochastic depth draw from the global RNG: seed it per candidate for
+    # reproducibility, without disturbing the caller's stream.
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(config.seed)
+        run = _guarded(lambda: _Run(model, data, config, dev), model, dev, None)
+        accuracies: list[float] = []
+        for epoch in range(1, config.epochs + 1):
+            accuracy = _guarded(lambda: run.epoch(epoch), model, dev, run.release)
+            accuracies.append(accuracy)
+            # outside the guard: the callback's exceptions are the caller's business
+            if on_epoch is not None:
+                on_epoch(epoch, accuracy)
+        images_per_second = run.images_per_second()
+        run.release()
+    return TrainResult(
+        accuracy=accuracies[-1],
+        epoch_accuracies=tuple(accuracies),
+        train_seconds=time.perf_counter() - start,
+        images_per_second=images_per_second,
+    )
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _guarded(
+    fn: Callable[[], _T], model: nn.Module, dev: torch.device, release: Callable[[], None] | None
+) -> _T:
+    """Run ``fn``; on the candidate's own failure free its memory, then raise ``CandidateFailure``.
+
+    Out-of-memory errors become ``CandidateFailure("oom: ...")``. The memory is only
+    released once the original exception (whose traceback holds the frames and their
+    tensors) is gone, so the failure is raised anew after the ``except`` block; other
+    errors (bugs) propagate unchanged.
+    """
+    try:
+        return fn()
+    except CandidateFailure as exc:
+        reason = exc.reason
+    except Exception as exc:
+        if not _is_oom(exc):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = f"oom: {first[:200]}"
+    if release is not None:
+        release()
+    model.zero_grad(set_to_none=True)
+    gc.collect()
+    if dev.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    raise CandidateFailure(reason)
+
+
+class _Run:
+    """The state of one proxy training run: device data, optimizer, schedule."""
+
+    def __init__(self, model: nn.Module, data: Dataset, config: ProxyConfig, dev: torch.device) -> None:
+        self.config = config
+        self.dev = dev
+        self.hflip = data.hflip
+        self.num_classes = data.num_classes
+        on_cuda = dev.type == "cuda"
+        self.amp_dtype = _amp_dtype(config.dtype, on_cuda)
+        self.memory_format = (
+            torch.channels_last
+            if (config.channels_last if config.channels_last is not None else on_cuda)
+            else torch.contiguous_format
+        )
+        self.check_every = _CUDA_CHECK_EVERY if on_cuda else 1
+
+        res = config.resolution
+        self.train_x = _resize_uint8(data.train_x.to(dev, non_blocking=True), res)
+        self.train_y = data.train_y.to(dev, non_blocking=True)
+        self.val_x = _resize_uint8(data.val_x.to(dev, non_blocking=True), res)
+        self.val_y = data.val_y.to(dev, non_blocking=True)
+        # normalising is (x - mean) / std in 0..255 units, folded into one multiply-add
+        mean = torch.tensor(data.mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(data.std, dtype=torch.float32, device=dev).view(1, 3, 1, 1) * 255.0
+        self.scale = 1.0 / std
+        self.shift = -mean / std
+
+        self.model = model.to(dev, memory_format=self.memory_format)
+        self.generator = torch.Generator(device=dev)
+        self.generator.manual_seed(config.seed)
+
+        n = len(self.train_x)
+        self.batch = min(config.batch_size, n)
+        # drop the ragged last batch: every step then has one shape (steadier timing,
+        # no tiny BN batches)
+        self.steps_per_epoch = max(1, n // self.batch)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.warmup_steps = int(round(config.warmup_epochs * self.steps_per_epoch))
+        self.step_count = 0
+        self.eval_batch = max(4 * config.batch_size, 256)
+        self.optimizer = _make_optimizer(model, config)
+        self.train_time = 0.0
+        self.images = 0
+        self.pad = res // 8
+        self.arange = torch.arange(res, device=dev)
+        self.channel_offsets = torch.arange(3, device=dev).view(1, 3, 1, 1) * (res * res)
+
+    # ----------------------------------------------------------------- schedule
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up to the peak, then cosine to zero; ``step`` counts from 0."""
+        peak = self.config.lr
+        if step < self.warmup_steps:
+            return peak * (step + 1) / self.warmup_steps
+        decay_steps = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / decay_steps)
+        return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    # ----------------------------------------------------------------- batches
+    def augmented_batch(self, idx: torch.Tensor) -> torch.Tensor:
+        """Random crop with reflect padding (and a random flip) as one gather of uint8."""
+        b, res, pad, g, dev = len(idx), self.config.resolution, self.pad, self.generator, self.dev
+        if pad > 0:
+            dy = torch.randint(-pad, pad + 1, (b, 1), device=dev, generator=g)
+            dx = torch.randint(-pad, pad + 1, (b, 1), device=dev, generator=g)
+        else:
+            dy = dx = torch.zeros((b, 1), dtype=torch.long, device=dev)
+        rows = _reflect(self.arange + dy, res)
+        cols = self.arange.expand(b, res)
+        if self.hflip:
+            flip = torch.rand((b, 1), device=dev, generator=g) < 0.5
+            cols = torch.where(flip, res - 1 - cols, cols)
+        cols = _reflect(cols + dx, res)
+        # one flat gather is ~3x faster than 4-tensor advanced indexing on CPU
+        flat = (
+            idx.view(b, 1, 1, 1) * (3 * res * res)
+            + self.channel_offsets
+            + rows.view(b, 1, res, 1) * res
+            + cols.view(b, 1, 1, res)
+        )
+        return self.train_x.view(-1)[flat]
+
+    def prepare(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        x = torch.addcmul(self.shift, x_uint8.float(), self.scale)
+        return x.contiguous(memory_format=self.memory_format)
+
+    def autocast(self) -> torch.autocast:
+        enabled = self.amp_dtype is not None
+        return torch.autocast(self.dev.type, dtype=self.amp_dtype or torch.bfloat16, enabled=enabled)
+
+    # ----------------------------------------------------------------- one epoch
+    def epoch(self, epoch: int) -> float:
+        """Train one epoch, then return the validation accuracy."""
+        self.train_one_epoch(epoch)
+        return self.evaluate()
+
+    def train_one_epoch(self, epoch: int) -> None:
+        model, opt, cfg = self.model, self.optimizer, self.config
+        model.train()
+        t0 = time.perf_counter()
+        order = torch.randperm(len(self.train_x), device=self.dev, generator=self.generator)
+        last = self.steps_per_epoch - 1
+        for step in range(self.steps_per_epoch):
+            idx = order[step * self.batch:(step + 1) * self.batch]
+            x = self.prepare(self.augmented_batch(idx))
+            y = self.train_y[idx]
+            lr = self.lr_at(self.step_count)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            with self.autocast():
+                logits = model(x)
+            if self.step_count == 0:
+                self.check_output(logits, len(idx))
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            if step % self.check_every == 0 or step == last:
+                value = loss.item()
+                if not math.isfinite(value) or value > cfg.max_loss:
+                    raise CandidateFailure(f"diverged: loss {value:.3g} at epoch {epoch} step {step + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            self.step_count += 1
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize(self.dev)
+        self.train_time += time.perf_counter() - t0
+        self.images += self.steps_per_epoch * self.batch
+
+    def check_output(self, logits: torch.Tensor, batch: int) -> None:
+        expected = (batch, self.num_classes)
+        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise CandidateFailure(f"invalid: model output {shape}, expected {expected} logits")
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.model.eval()
+        correct = torch.zeros((), dtype=torch.long, device=self.dev)
+        for start in range(0, len(self.val_x), self.eval_batch):
+            x = self.prepare(self.val_x[start:start + self.eval_batch])
+            with self.autocast():
+                logits = self.model(x)
+            correct += (logits.argmax(dim=1) == self.val_y[start:start + self.eval_batch]).sum()
+        return correct.item() / len(self.val_x)
+
+    def release(self) -> None:
+        """Drop the device copies of the data and the optimizer state (the model stays)."""
+        self.train_x = self.train_y = self.val_x = self.val_y = None  # type: ignore[assignment]
+        self.optimizer = None  # type: ignore[assignment]
+
+    def images_per_second(self) -> float:
+        return self.images / self.train_time if self.train_time > 0 else 0.0
+
+
+def _amp_dtype(dtype: str, on_cuda: bool) -> torch.dtype | None:
+    if dtype == "bfloat16" or (dtype == "auto" and on_cuda):
+        return torch.bfloat16
+    return None
+
+
+def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Reflect out-of-range indices back into ``[0, size)`` (padding without a pad copy)."""
+    if size == 1:
+        return torch.zeros_like(index)
+    index = index.abs()
+    return torch.where(index >= size, 2 * (size - 1) - index, index).clamp_(0, size - 1)
+
+
+def _resize_uint8(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Resize uint8 ``(N, 3, H, W)`` images once, in chunks, staying uint8."""
+    if tuple(x.shape[2:]) == (resolution, resolution):
+        return x.contiguous()
+    out = torch.empty((x.shape[0], x.shape[1], resolution, resolution), dtype=torch.uint8, device=x.device)
+    downscale = resolution < min(x.shape[2], x.shape[3])
+    for start in range(0, x.shape[0], _RESIZE_CHUNK):
+        chunk = x[start:start + _RESIZE_CHUNK].float()
+        resized = F.interpolate(
+            chunk, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=downscale
+        )
+        out[start:start + _RESIZE_CHUNK] = resized.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def _make_optimizer(model: nn.Module, config: ProxyConfig) -> torch.optim.Optimizer:
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for param in model.parameters():
+        if not param.requires_grad:
+            continue
+        # BN scales/shifts and biases are 1-D: decaying them only hurts
+        (decay if param.ndim > 1 else no_decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise CandidateFailure("invalid: model has no trainable parameters")
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
+    # TF's RMSProp: decay 0.9, eps 1e-3 (torch's default 1e-8 is unstable for nets like these)
+    return torch.optim.RMSprop(groups, lr=config.lr, alpha=0.9, eps=1e-3, momentum=config.momentum)

@@ -1,0 +1,34 @@
+"""Shared fixtures: the CLI runner and small, fast defaults for CPU runs."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+# Two cores on CI: keep torch from oversubscribing when pytest runs subprocesses too.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+TINY_ARCH = "stem_k3_s1_c16 fmb_r1_k3_s1_e1_c16 fmb_r2_k3_s2_e4_c32 mb_r2_k3_s2_e4_c64_se0.25 head_c256"
+
+
+def run_nas(*args: str, check: bool = False, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the ``nas`` command line in a subprocess, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "nas.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+    if check and proc.returncode:
+        raise AssertionError(f"nas {' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return proc
+
+
+def nas_json(*args: str, **kwargs) -> object:
+    return json.loads(run_nas(*args, "--json", check=True, **kwargs).stdout)
+
+
+@pytest.fixture
+def nas_cli():
+    return run_nas

@@ -1,0 +1,336 @@
+"""S measurement: statistics, fingerprint, model untouched, cache, device lock."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from nas.measure import (
+    StepTime,
+    StepTimeCache,
+    device_fingerprint,
+    exclusive_device,
+    measure_step_time,
+    shared_device,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = dict(batch=4, resolution=16, num_classes=10, device="cpu", warmup=1, repeats=3,
+            min_time=0.0)
+
+
+def tiny_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.SiLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.SiLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+
+@pytest.fixture
+def lock_dir(tmp_path: Path) -> Path:
+    # Private lock files: the tests neither wait for nor block real trainers.
+    path = tmp_path / "locks"
+    path.mkdir()
+    return path
+
+
+def test_statistics(lock_dir: Path) -> None:
+    st = measure_step_time(tiny_net(), **FAST, lock_dir=lock_dir)
+    assert isinstance(st, StepTime)
+    assert 0 < st.step_time_p10 <= st.step_time <= st.step_time_p90
+    assert st.repeats == 3  # min_time=0: exactly the minimum
+    assert (st.batch, st.resolution) == (4, 16)
+    assert st.inference_latency > 0
+    assert st.peak_memory is None  # CPU
+    assert st.exclusive and not st.cached
+    assert st.device == device_fingerprint("cpu", dtype=torch.float32, channels_last=False)
+    assert StepTime.from_dict(json.loads(json.dumps(st.to_dict()))) == st
+
+
+def test_time_box_runs_past_repeats(lock_dir: Path) -> None:
+    # 60 s of timing asked for, capped at 4 steps: it keeps going past `repeats`
+    # (2) and stops at the cap.
+    capped = measure_step_time(tiny_net(), **(FAST | dict(min_time=60.0, repeats=2)),
+                               max_repeats=4, lock_dir=lock_dir)
+    assert capped.repeats == 4
+
+
+def test_fingerprint_contents() -> None:
+    version = torch.__version__.split("+")[0]
+    fp = device_fingerprint("cpu", dtype=torch.float32, channels_last=False)
+    name, torch_part, dtype, fmt = fp.split("|")
+    assert name.startswith("cpu:") and name.endswith(f" x{torch.get_num_threads()}")
+    assert torch_part == f"torch {version}"
+    assert (dtype, fmt) == ("float32", "contiguous")
+    fp16 = device_fingerprint(torch.device("cpu"), dtype=torch.bfloat16, channels_last=True)
+    assert fp16.endswith("|bfloat16|channels_last") and fp16 != fp
+
+
+def test_model_untouched(lock_dir: Path) -> None:
+    model = tiny_net()
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    measure_step_time(model, **FAST, lock_dir=lock_dir)
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for key, value in before.items():  # weights and BN running stats alike
+        assert torch.equal(value, after[key]), key
+    assert not model.training
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_bf16_channels_last_on_cpu(lock_dir: Path) -> None:
+    st = measure_step_time(tiny_net(), **FAST, dtype="bfloat16", channels_last=True,
+                           lock_dir=lock_dir)
+    assert st.device.endswith("|bfloat16|channels_last")
+    assert st.step_time_p10 <= st.step_time <= st.step_time_p90
+
+
+def test_bad_arguments(lock_dir: Path) -> None:
+    with pytest.raises(ValueError, match="batch must be"):
+        measure_step_time(tiny_net(), **(FAST | dict(batch=0)))
+    with pytest.raises(ValueError, match="resolution must be"):
+        measure_step_time(tiny_net(), **(FAST | dict(resolution=-3)))
+    with pytest.raises(ValueError, match="repeats must be"):
+        measure_step_time(tiny_net(), **(FAST | dict(repeats=0)))
+    with pytest.raises(ValueError, match="'fp8'"):
+        measure_step_time(tiny_net(), **FAST, dtype="fp8")
+    with pytest.raises(ValueError, match="bad device 'gpu0'"):
+        measure_step_time(tiny_net(), **(FAST | dict(device="gpu0")))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            measure_step_time(tiny_net(), **(FAST | dict(device="cuda")))
+
+
+# ------------------------------------------------------------------------- cache
+
+
+def test_cache_hit(tmp_path: Path, lock_dir: Path) -> None:
+    cache = StepTimeCache(tmp_path / "sub" / "step_times.json")
+    first = measure_step_time(tiny_net(), **(FAST | dict(min_time=0.3)), cache=cache,
+                              cache_key="arch-a", lock_dir=lock_dir)
+    assert not first.cached
+    t0 = time.perf_counter()
+    second = measure_step_time(tiny_net(), **(FAST | dict(min_time=0.3)), cache=cache,
+                               cache_key="arch-a", lock_dir=lock_dir)
+    elapsed = time.perf_counter() - t0
+    assert second.cached
+    assert second.to_dict() | {"cached": False} == first.to_dict()
+    assert elapsed < 0.3  # a file read, not a measurement of >= 0.3 s of steps
+    # A fresh process (new object) sees it too.
+    again = StepTimeCache(cache.path).get("arch-a", first.device, batch=4, resolution=16,
+                                          num_classes=10)
+    assert again is not None and again.step_time == first.step_time
+
+
+def test_cache_keyed_by_batch_resolution_and_arch(tmp_path: Path, lock_dir: Path) -> None:
+    cache = StepTimeCache(tmp_path / "st.json")
+    measure_step_time(tiny_net(), **FAST, cache=cache, cache_key="a", lock_dir=lock_dir)
+    for change in (dict(batch=2), dict(resolution=8)):
+        other = measure_step_time(tiny_net(), **(FAST | change), cache=cache, cache_key="a",
+                                  lock_dir=lock_dir)
+        assert not other.cached
+    assert not measure_step_time(tiny_net(), **FAST, cache=cache, cache_key="b",
+                                 lock_dir=lock_dir).cached
+    assert not measure_step_time(tiny_net(), **FAST, dtype="bfloat16", cache=cache,
+                                 cache_key="a", lock_dir=lock_dir).cached
+    # All five are now stored; each is a hit.
+    assert measure_step_time(tiny_net(), **(FAST | dict(batch=2)), cache=cache, cache_key="a",
+                             lock_dir=lock_dir).cached
+    assert len(json.loads(cache.path.read_text())["entries"]) == 5
+
+
+def test_no_cache_key_no_caching(tmp_path: Path, lock_dir: Path) -> None:
+    cache = StepTimeCache(tmp_path / "st.json")
+    measure_step_time(tiny_net(), **FAST, cache=cache, lock_dir=lock_dir)
+    assert not measure_step_time(tiny_net(), **FAST, cache=cache, lock_dir=lock_dir).cached
+    assert not cache.path.exists()
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"version": 1, "entries": []}', "[1, 2]", ""])
+def test_corrupt_cache_is_ignored(tmp_path: Path, lock_dir: Path, content: str) -> None:
+    cache = StepTimeCache(tmp_path / "st.json")
+    cache.path.write_text(content)
+    with pytest.warns(RuntimeWarning, match="corrupt"):
+        st = measure_step_time(tiny_net(), **FAST, cache=cache, cache_key="a",
+                               lock_dir=lock_dir)
+    assert not st.cached
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the file was rewritten whole
+        assert measure_step_time(tiny_net(), **FAST, cache=cache, cache_key="a",
+                                 lock_dir=lock_dir).cached
+
+
+def test_cache_concurrent_writers_keep_every_entry(tmp_path: Path) -> None:
+    cache = StepTimeCache(tmp_path / "st.json")
+    template = StepTime(step_time=1.0, step_time_p10=0.9, step_time_p90=1.1, device="d",
+                        batch=1, resolution=8, repeats=3, inference_latency=0.1,
+                        peak_memory=None, exclusive=True)
+
+    def writer(worker: int) -> None:
+        for i in range(10):
+            StepTimeCache(cache.path).put(f"arch{worker}-{i}", "d", template)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert len(json.loads(cache.path.read_text())["entries"]) == 40
+    assert cache.get("arch3-9", "d", batch=1, resolution=8) == StepTime(
+        **(template.to_dict() | {"cached": True}))
+
+
+# -------------------------------------------------------------------- device lock
+
+
+def test_exclusive_blocks_shared_and_shared_blocks_exclusive(lock_dir: Path) -> None:
+    with exclusive_device("cpu", lock_dir=lock_dir) as held:
+        assert held
+        outcome: list[BaseException | bool] = []
+
+        def reader() -> None:
+            try:
+                with shared_device("cpu", timeout=0.2, lock_dir=lock_dir) as ok:
+                    outcome.append(ok)
+            except BaseException as exc:  # noqa: BLE001 - reported to the main thread
+                outcome.append(exc)
+
+        t = threading.Thread(target=reader)
+        t.start()
+        t.join(timeout=5)
+        assert len(outcome) == 1 and isinstance(outcome[0], TimeoutError)
+    with shared_device("cpu", lock_dir=lock_dir) as held:
+        assert held
+        with shared_device("cpu", lock_dir=lock_dir):  # re-entrant in a thread
+            pass
+        errors: list[BaseException] = []
+        shared_too: list[bool] = []
+
+        def other() -> None:
+            try:
+                with shared_device("cpu", timeout=0.5, lock_dir=lock_dir) as ok:
+                    shared_too.append(ok)  # readers coexist
+                with exclusive_device("cpu", timeout=0.2, lock_dir=lock_dir):
+                    pass
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(timeout=5)
+        assert shared_too == [True]
+        assert len(errors) == 1 and isinstance(errors[0], TimeoutError)
+    with exclusive_device("cpu", timeout=0.5, lock_dir=lock_dir) as held:  # free again
+        assert held
+
+
+def _wait_until_gate_closed(lock_dir: Path, timeout: float = 10.0) -> None:
+    fcntl = pytest.importorskip("fcntl")
+    deadline = time.perf_counter() + timeout
+    with open(lock_dir / "nas-device-cpu.gate.lock", "a+") as fh:
+        while time.perf_counter() < deadline:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                fcntl.flock(fh, fcntl.LOCK_UN)
+            except BlockingIOError:
+                return
+            time.sleep(0.01)
+    raise AssertionError("the measurement never took the gate")
+
+
+def test_waiting_measurement_stops_new_trainers(lock_dir: Path) -> None:
+    """Writer preference: trainers whose epochs overlap cannot starve a measurement."""
+    events: list[str] = []
+    release_reader = threading.Event()
+    reader_in = threading.Event()
+
+    def trainer() -> None:
+        with shared_device("cpu", lock_dir=lock_dir):
+            reader_in.set()
+            release_reader.wait(5)
+        events.append("trainer out")
+
+    def measurement() -> None:
+        with exclusive_device("cpu", timeout=5, lock_dir=lock_dir):
+            events.append("measuring")
+
+    t1 = threading.Thread(target=trainer)
+    t1.start()
+    assert reader_in.wait(5)
+    t2 = threading.Thread(target=measurement)
+    t2.start()
+    _wait_until_gate_closed(lock_dir)  # the measurement now waits for the trainer
+    assert events == []
+    with pytest.raises(TimeoutError):  # a new trainer may not slip in
+        with shared_device("cpu", timeout=0.2, lock_dir=lock_dir):
+            pass
+    release_reader.set()
+    t1.join(5)
+    t2.join(5)
+    assert events == ["trainer out", "measuring"]
+
+
+def test_exclusive_inside_shared_is_an_error(lock_dir: Path) -> None:
+    with shared_device("cpu", lock_dir=lock_dir):
+        with pytest.raises(RuntimeError, match="shared"):
+            with exclusive_device("cpu", lock_dir=lock_dir):
+                pass
+    with exclusive_device("cpu", lock_dir=lock_dir):
+        with exclusive_device("cpu", lock_dir=lock_dir) as again, \
+                shared_device("cpu", lock_dir=lock_dir) as inner:
+            assert again and inner
+
+
+def test_lock_across_processes(lock_dir: Path) -> None:
+    code = (
+        "import sys\n"
+        "from nas.measure import shared_device\n"
+        f"with shared_device('cpu', lock_dir={str(lock_dir)!r}):\n"
+        "    print('held', flush=True)\n"
+        "    sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        with pytest.raises(TimeoutError):
+            with exclusive_device("cpu", timeout=0.2, lock_dir=lock_dir):
+                pass
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    st = measure_step_time(tiny_net(), **FAST, lock_dir=lock_dir)
+    assert st.exclusive
+
+
+def test_not_exclusive_when_asked(lock_dir: Path) -> None:
+    with shared_device("cpu", lock_dir=lock_dir):
+        st = measure_step_time(tiny_net(), **FAST, exclusive=False, lock_dir=lock_dir)
+    assert not st.exclusive
+
+
+# --------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_channels_last(tmp_path: Path) -> None:
+    model = tiny_net()
+    st = measure_step_time(model, batch=4, resolution=16, num_classes=10, device="cuda",
+                           warmup=2, repeats=5, min_time=0.0, lock_dir=tmp_path)
+    assert st.device.endswith("|bfloat16|channels_last")
+    assert torch.cuda.get_device_name() in st.device
+    assert f"cuda {torch.version.cuda}" in st.device
+    assert st.peak_memory is not None and st.peak_memory > 0
+    assert 0 < st.step_time_p10 <= st.step_time <= st.step_time_p90
+    assert next(model.parameters()).device.type == "cpu"  # the caller's copy stayed put
