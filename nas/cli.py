@@ -159,6 +159,122 @@ def _choices(v: Any) -> str:
     return str(v)
 
 
+# -- one candidate ---------------------------------------------------------------------------
+@command("evaluate")
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from nas.data import load_dataset
+    from nas.evaluate import default_cache, evaluate
+    from nas.reward import reward_preset
+    from nas.train import ProxyConfig
+
+    arch = resolve_arch(args.arch)
+    reference = resolve_arch(args.reference) if args.reference else None
+    overrides = {k: v for k, v in (("batch_size", args.batch), ("lr", args.lr), ("optimizer", args.optimizer)) if v is not None}
+    proxy = ProxyConfig(epochs=args.epochs, resolution=args.resolution, seed=args.seed, **overrides)
+    data = load_dataset(args.dataset, data_dir=args.data_dir, download=args.download, seed=0,
+                        resolution=args.resolution if args.dataset in ("imagefolder", "synthetic") else None)
+    cache = None if args.no_cache else default_cache()
+    device = None if args.device == "auto" else args.device
+    progress = None if args.json or not sys.stderr.isatty() else _epoch_progress(args.epochs)
+    result = evaluate(arch, data, proxy, reward_preset("efficientnetv2"), reference=reference, device=device,
+                      cache=cache, on_epoch=progress)
+    if args.json:
+        print_json(result.to_dict())
+    else:
+        print(result.arch)
+        for key in ("state", "reason", "accuracy", "step_time", "params", "macs", "reward", "device"):
+            value = getattr(result, key)
+            if value is not None:
+                print(f"  {key:10s} {_cell(value)}")
+    return 0 if result.state == "COMPLETE" or args.json else 1
+
+
+def _epoch_progress(epochs: int) -> Callable[[int, float], None]:
+    def show(epoch: int, accuracy: float) -> None:
+        bar = "#" * epoch + "." * (epochs - epoch)
+        print(f"\r[{bar}] epoch {epoch}/{epochs}  val accuracy {accuracy:.4f}", end="\n" if epoch == epochs else "",
+              file=sys.stderr, flush=True)
+    return show
+
+
+@command("measure")
+def cmd_measure(args: argparse.Namespace) -> int:
+    from nas.evaluate import default_cache, measure_arch
+    from nas.train import ProxyConfig
+
+    arch = resolve_arch(args.arch)
+    proxy = ProxyConfig(batch_size=args.batch, resolution=args.resolution, dtype=args.dtype)
+    device = None if args.device == "auto" else args.device
+    step = measure_arch(arch, num_classes=args.num_classes, proxy=proxy, device=device,
+                        cache=None if args.no_cache else default_cache())
+    data = {"arch": str(arch), **step.to_dict()}
+    if args.json:
+        print_json(data)
+    else:
+        print(f"{arch}\n  step time {step.step_time * 1e3:.2f} ms (p10 {step.step_time_p10 * 1e3:.2f}, "
+              f"p90 {step.step_time_p90 * 1e3:.2f}) at batch {args.batch}, {args.resolution}px\n  device {step.device}"
+              f"{'  (cached)' if step.cached else ''}")
+    return 0
+
+
+# -- searches -----------------------------------------------------------------------------------
+@command("search")
+def cmd_search(args: argparse.Namespace) -> int:
+    from nas.experiment import load_experiment
+    from nas.search import run_search
+
+    experiment = load_experiment(args.experiment, args.overrides)
+    run = run_search(experiment, args.run_dir, fresh=args.fresh)
+    _print_summary(run.run_dir.path)
+    return 0
+
+
+def _print_summary(run_dir: Path) -> None:
+    from nas.study import RunDir, ledger
+
+    rows = ledger(RunDir(run_dir).load_study())
+    done = [r for r in rows if r["state"] == "COMPLETE" and r["reward"] is not None]
+    top = sorted(done, key=lambda r: -r["reward"])[:5]
+    base = [r for r in done if r["baseline"] and r not in top]
+    table = [[r["number"], ("* " if r["baseline"] else "") + str(r["arch"]), r["accuracy"], r["step_time"] * 1e3,
+              r["params"], r["reward"]] for r in top + base]
+    states = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    print(f"{run_dir}: {len(rows)} trials ({', '.join(f'{v} {k}' for k, v in states.items())}); * = baseline")
+    print(format_table(table, ["trial", "arch", "accuracy", "S (ms)", "params", "reward"]))
+
+
+@command("trials")
+def cmd_trials(args: argparse.Namespace) -> int:
+    from nas.study import LEDGER_FIELDS, RunDir, ledger
+
+    rows = ledger(RunDir(args.run).load_study())
+    if args.json:
+        print_json(rows)
+        return 0
+    print(format_table([[r[k] for k in LEDGER_FIELDS if k != "macs"] for r in rows],
+                       [k for k in LEDGER_FIELDS if k != "macs"]))
+    return 0
+
+
+@command("pareto")
+def cmd_pareto(args: argparse.Namespace) -> int:
+    from nas.analysis import pareto_table
+
+    front = pareto_table(args.run, objectives=args.objectives.split(",") if args.objectives else None)
+    if args.csv:
+        front.to_csv(args.csv, index=False)
+    if args.plot:
+        from nas.plots import plot_front
+
+        plot_front(args.run, args.plot, objectives=args.objectives.split(",") if args.objectives else None)
+    if args.json:
+        print(front.to_json(orient="records", indent=2))
+    elif not (args.csv or args.plot):
+        cols = [c for c in ("number", "arch", "accuracy", "step_time", "params", "macs", "reward") if c in front]
+        print(format_table(front[cols].values.tolist(), cols))
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nas", description="Hardware-aware architecture search over EfficientNet-style networks.")
@@ -176,6 +292,49 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("space", help="a search space: size, decisions, member baselines")
     p.add_argument("space", help="a shipped space name or a YAML file")
     p.add_argument("--contains", metavar="ARCH", help="exit 0 if ARCH is in the space, else 1 saying why")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("evaluate", help="train and score one candidate (A, S, P, reward)")
+    p.add_argument("arch")
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--data-dir")
+    p.add_argument("--download", action="store_true", help="fetch the data set (checksummed) if missing")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer", choices=["sgd", "rmsprop"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reference", metavar="ARCH", help="S0/P0 from this arch (default: the arch itself, reward = A)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-cache", action="store_true", help="measure S again even if cached")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("measure", help="S: the training-step time of an arch on this device")
+    p.add_argument("arch")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("search", help="run (or resume) an architecture search")
+    p.add_argument("experiment", help="an experiment YAML file")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override experiment fields (trials=50, proxy.epochs=2)")
+    p.add_argument("--run-dir", help="default: runs/<name>")
+    p.add_argument("--fresh", action="store_true", help="start over instead of resuming")
+
+    p = sub.add_parser("trials", help="the ledger of a run")
+    p.add_argument("run", help="a run directory")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("pareto", help="the Pareto front of a run's COMPLETE trials")
+    p.add_argument("run")
+    p.add_argument("--objectives", help="comma-separated, default accuracy,step_time,params")
+    p.add_argument("--csv", metavar="F")
+    p.add_argument("--plot", metavar="F", help="PNG or SVG")
     p.add_argument("--json", action="store_true")
 
     return parser

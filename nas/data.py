@@ -415,14 +415,16 @@ def _load_cifar(args: _Args) -> _Raw:
             raise DataError(f"{args.name}: cannot extract {archive}: {exc}") from None
     parts: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
     for part in ("train", "test"):
-        files = [folder / f for f in spec["train" if part == "train" else "test"]]
-        missing = [f for f in files if not f.exists()]
-        if part == "train" and missing:
-            raise DataError(f"{args.name}: missing {missing[0]} (incomplete download? delete {folder} and pass --download)")
-        if missing:
-            parts[part] = None
+        files = [folder / f for f in spec[part]]
+        if part == "test" and not all(f.exists() for f in files):
+            parts[part] = None  # no official test split: "final" falls back to "search"
             continue
-        batches = [_read_cifar_batch(args.name, f, spec["labels"]) for f in files]
+        batches = []
+        # read in order, so a corrupt first batch is reported as such, not as a gap
+        for f in files:
+            if not f.exists():
+                raise DataError(f"{args.name}: missing {f} (incomplete download? delete {folder} and pass --download)")
+            batches.append(_read_cifar_batch(args.name, f, spec["labels"]))
         parts[part] = (np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]))
     x, y = parts["train"]  # type: ignore[misc]
     test = parts["test"]

@@ -313,8 +313,9 @@ def reward_preset(name: str, **overrides: Any) -> RewardSpec:
         ValueError: For an unknown name or override key.
 
     Example:
-        >>> reward_preset("mnas_hard", target=0.05)
-        RewardSpec(kind='mnas_hard', w=-0.07, v=-0.05, alpha=0.0, beta=-1.0, target=0.05, step_time_ref=None, params_ref=None)
+        >>> spec = reward_preset("mnas_hard", target=0.05)
+        >>> spec.kind, spec.alpha, spec.beta, spec.target
+        ('mnas_hard', 0.0, -1.0, 0.05)
     """
     presets: dict[str, dict[str, Any]] = {
         "efficientnetv2": {"kind": "efficientnetv2", "w": -0.07, "v": -0.05},

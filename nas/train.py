@@ -169,9 +169,14 @@ def train(
         for epoch in range(1, config.epochs + 1):
             accuracy = _guarded(lambda: run.epoch(epoch), model, dev, run.release)
             accuracies.append(accuracy)
-            # outside the guard: the callback's exceptions are the caller's business
+            # outside the guard: the callback's exceptions (a pruner's) are the caller's
+            # business and propagate as they are, after the device data is let go
             if on_epoch is not None:
-                on_epoch(epoch, accuracy)
+                try:
+                    on_epoch(epoch, accuracy)
+                except BaseException:
+                    run.release()
+                    raise
         images_per_second = run.images_per_second()
         run.release()
     return TrainResult(

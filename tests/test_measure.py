@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,16 @@ def tiny_net() -> nn.Module:
         nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.SiLU(),
         nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.SiLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    # The tiny net's ops are too small to split across threads, and on a busy 2-core
+    # host two OpenMP threads stall on each other; one thread keeps the suite quick.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -334,3 +345,12 @@ def test_cuda_bf16_channels_last(tmp_path: Path) -> None:
     assert st.peak_memory is not None and st.peak_memory > 0
     assert 0 < st.step_time_p10 <= st.step_time <= st.step_time_p90
     assert next(model.parameters()).device.type == "cpu"  # the caller's copy stayed put
+
+
+def test_doctests() -> None:
+    import doctest
+
+    import nas.measure
+
+    result = doctest.testmod(nas.measure, raise_on_error=False)
+    assert result.attempted >= 3 and result.failed == 0

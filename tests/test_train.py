@@ -1,0 +1,281 @@
+"""The proxy trainer: it learns, it is reproducible, and a candidate's failure is a result."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from nas.data import Dataset, load_dataset
+from nas.train import CandidateFailure, ProxyConfig, TrainResult, _reflect, _Run, train
+
+FAST = ProxyConfig(epochs=3, resolution=16, batch_size=32)
+
+
+def tiny_net(num_classes: int = 10, width: int = 16) -> nn.Module:
+    """A small conv net with BN: the shape of the real candidates, seconds to train."""
+
+    def conv_bn(cin: int, cout: int, stride: int) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+    return nn.Sequential(
+        *conv_bn(3, width, 1),
+        *conv_bn(width, 2 * width, 2),
+        *conv_bn(2 * width, 4 * width, 2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4 * width, num_classes),
+    )
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    return load_dataset("digits")
+
+
+def _seeded_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return tiny_net()
+
+
+def test_learns_digits(digits: Dataset) -> None:
+    calls: list[tuple[int, float]] = []
+    threads = torch.get_num_threads()
+    result = train(_seeded_net(), digits, FAST, on_epoch=lambda e, a: calls.append((e, a)))
+    assert isinstance(result, TrainResult)
+    assert result.accuracy > 0.8  # chance is 0.1
+    assert [e for e, _ in calls] == [1, 2, 3]
+    assert tuple(a for _, a in calls) == result.epoch_accuracies
+    assert result.accuracy == result.epoch_accuracies[-1]
+    assert all(0.0 <= a <= 1.0 for a in result.epoch_accuracies)
+    assert result.train_seconds > 0 and result.images_per_second > 0
+    assert torch.get_num_threads() == threads
+
+
+def test_same_seed_same_result_and_caller_rng_untouched(digits: Dataset) -> None:
+    config = dataclasses.replace(FAST, epochs=1)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = train(_seeded_net(), digits, config)
+    b = train(_seeded_net(), digits, config)
+    assert a.epoch_accuracies == b.epoch_accuracies
+    torch.manual_seed(123)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_model_keeps_trained_weights(digits: Dataset) -> None:
+    model = _seeded_net()
+    initial = [p.detach().clone() for p in model.parameters()]
+    result = train(model, digits, dataclasses.replace(FAST, epochs=1))
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(initial, model.parameters()))
+    # the caller can evaluate the trained model itself and gets the trainer's number
+    data = digits.val_x.float()
+    data = nn.functional.interpolate(data, size=(16, 16), mode="bilinear", align_corners=False).round()
+    mean = torch.tensor(digits.mean).view(1, 3, 1, 1) * 255
+    std = torch.tensor(digits.std).view(1, 3, 1, 1) * 255
+    model.eval()
+    with torch.no_grad():
+        predictions = model((data - mean) / std).argmax(dim=1)
+    assert (predictions == digits.val_y).float().mean().item() == pytest.approx(result.accuracy, abs=0.02)
+
+
+class _Recorder(nn.Module):
+    """Records what the network is fed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = tiny_net()
+        self.shapes: set[tuple[int, ...]] = set()
+        self.means: list[float] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.add(tuple(x.shape[1:]))
+        self.means.append(float(x.mean()))
+        assert x.dtype == torch.float32
+        return self.net(x)
+
+
+def test_inputs_resized_once_and_normalised(digits: Dataset) -> None:
+    model = _Recorder()
+    train(model, digits, ProxyConfig(epochs=1, resolution=12, batch_size=64))
+    assert model.shapes == {(3, 12, 12)}
+    assert abs(sum(model.means) / len(model.means)) < 0.3
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "rmsprop"])
+def test_optimizers_run(digits: Dataset, optimizer: str) -> None:
+    lr = 0.1 if optimizer == "sgd" else 0.003
+    config = dataclasses.replace(FAST, epochs=2, optimizer=optimizer, lr=lr)
+    assert train(_seeded_net(), digits, config).accuracy > 0.3
+
+
+def test_weight_decay_spares_bn_and_bias(digits: Dataset) -> None:
+    run = _Run(tiny_net(), digits, FAST, torch.device("cpu"))
+    groups = run.optimizer.param_groups
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    for module in run.model.modules():
+        if isinstance(module, (nn.BatchNorm2d, nn.Linear)):
+            for name, param in module.named_parameters(recurse=False):
+                assert (id(param) in decayed) == (name == "weight" and isinstance(module, nn.Linear))
+
+
+def test_schedule_warms_up_then_decays_to_zero(digits: Dataset) -> None:
+    config = dataclasses.replace(FAST, epochs=4, lr=0.4, warmup_epochs=1.0)
+    run = _Run(tiny_net(), digits, config, torch.device("cpu"))
+    steps = run.steps_per_epoch
+    lrs = [run.lr_at(s) for s in range(run.total_steps)]
+    assert lrs[steps - 1] == pytest.approx(0.4)
+    assert all(a < b for a, b in zip(lrs[: steps - 1], lrs[1:steps]))
+    assert all(a >= b for a, b in zip(lrs[steps - 1:], lrs[steps:]))
+    assert lrs[-1] < 0.4 * 1e-3
+
+
+def test_augmentation_is_crop_and_flip(digits: Dataset) -> None:
+    assert _reflect(torch.tensor([-3, -1, 0, 4, 5, 7]), 5).tolist() == [3, 1, 0, 4, 3, 1]
+    # at resolution 7 the pad is 0: every view is the image or its mirror
+    flipping = dataclasses.replace(digits, hflip=True)
+    run = _Run(tiny_net(), flipping, ProxyConfig(resolution=7), torch.device("cpu"))
+    idx = torch.arange(64)
+    views = run.augmented_batch(idx)
+    originals = run.train_x[idx]
+    same = (views == originals).flatten(1).all(1)
+    mirrored = (views == originals.flip(3)).flatten(1).all(1)
+    assert bool((same | mirrored).all())
+    assert 0 < int((~same).sum()) < 64
+    # with padding, every view is a shifted image: its centre pixels come from the source
+    run = _Run(tiny_net(), digits, ProxyConfig(resolution=16), torch.device("cpu"))
+    views = run.augmented_batch(idx)
+    assert views.shape == (64, 3, 16, 16) and views.dtype == torch.uint8
+    assert not torch.equal(views, run.train_x[idx])
+
+
+class _Huge(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = tiny_net()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) * 1e6
+
+
+def test_huge_outputs_diverge(digits: Dataset) -> None:
+    with pytest.raises(CandidateFailure) as info:
+        train(_Huge(), digits, FAST)
+    assert info.value.reason.startswith("diverged: loss ")
+    assert info.value.reason.endswith("at epoch 1 step 1")
+    assert str(info.value) == info.value.reason
+
+
+def test_huge_learning_rate_diverges(digits: Dataset) -> None:
+    with pytest.raises(CandidateFailure) as info:
+        train(_seeded_net(), digits, dataclasses.replace(FAST, epochs=1, lr=1e6))
+    assert info.value.reason.startswith("diverged")
+
+
+class _OutOfMemory(nn.Module):
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.net = tiny_net()
+        self.error = error
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes (out of memory)"),
+    ],
+)
+def test_out_of_memory_is_a_candidate_failure(digits: Dataset, error: Exception) -> None:
+    with pytest.raises(CandidateFailure) as info:
+        train(_OutOfMemory(error), digits, FAST)
+    assert info.value.reason.startswith("oom: ")
+    assert "\n" not in info.value.reason
+    # the process stays usable for the next candidate
+    assert train(_seeded_net(), digits, dataclasses.replace(FAST, epochs=1)).accuracy > 0.2
+
+
+def test_other_errors_propagate_unchanged(digits: Dataset) -> None:
+    error = RuntimeError("a bug in the model")
+    with pytest.raises(RuntimeError) as info:
+        train(_OutOfMemory(error), digits, FAST)
+    assert info.value is error
+
+
+def test_wrong_output_shape_is_invalid(digits: Dataset) -> None:
+    with pytest.raises(CandidateFailure) as info:
+        train(tiny_net(num_classes=7), digits, FAST)
+    assert info.value.reason == "invalid: model output (32, 7), expected (32, 10) logits"
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_on_epoch_exception_propagates(digits: Dataset) -> None:
+    seen: list[int] = []
+
+    def prune(epoch: int, accuracy: float) -> None:
+        seen.append(epoch)
+        if epoch == 1:
+            raise _Stop("pruned")
+
+    with pytest.raises(_Stop, match="pruned"):
+        train(_seeded_net(), digits, FAST, on_epoch=prune)
+    assert seen == [1]
+
+
+def test_on_epoch_out_of_memory_message_is_not_an_oom(digits: Dataset) -> None:
+    """A callback's error is the caller's, even when it mentions memory."""
+
+    def callback(epoch: int, accuracy: float) -> None:
+        raise RuntimeError("out of memory in the callback")
+
+    with pytest.raises(RuntimeError, match="in the callback"):
+        train(_seeded_net(), digits, dataclasses.replace(FAST, epochs=1), on_epoch=callback)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("epochs", 0),
+        ("epochs", 1.5),
+        ("resolution", -1),
+        ("batch_size", True),
+        ("optimizer", "adam"),
+        ("lr", 0.0),
+        ("lr", float("nan")),
+        ("momentum", 1.0),
+        ("weight_decay", -1e-4),
+        ("label_smoothing", 1.0),
+        ("warmup_epochs", -1.0),
+        ("max_loss", 0.0),
+        ("dtype", "float16"),
+        ("channels_last", "yes"),
+        ("seed", None),
+    ],
+)
+def test_config_validation(field: str, value: object) -> None:
+    with pytest.raises(ValueError) as info:
+        ProxyConfig(**{field: value})  # type: ignore[arg-type]
+    assert f"ProxyConfig.{field}" in str(info.value) and repr(value) in str(info.value)
+
+
+def test_config_is_frozen_and_hashable() -> None:
+    config = ProxyConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epochs = 3  # type: ignore[misc]
+    assert hash(config) == hash(ProxyConfig())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_channels_last(digits: Dataset) -> None:
+    model = _seeded_net()
+    result = train(model, digits, FAST, device="cuda")
+    assert result.accuracy > 0.8
+    assert next(model.parameters()).device.type == "cuda"
+    assert next(model.parameters()).dtype == torch.float32
