@@ -16,7 +16,7 @@ import torch
 from nas.arch import Arch
 from nas.cost import model_cost
 from nas.data import Dataset
-from nas.measure import StepTime, StepTimeCache, measure_step_time
+from nas.measure import StepTime, StepTimeCache, measure_step_time, shared_device
 from nas.reward import RewardSpec
 from nas.train import CandidateFailure, ProxyConfig, train
 
@@ -117,7 +117,9 @@ def evaluate(arch: Arch, data: Dataset, proxy: ProxyConfig, reward: RewardSpec, 
                                     device=device, cache=cache)
         torch.manual_seed(proxy.seed)
         model = build_model(arch, num_classes=data.num_classes)
-        trained = train(model, data, proxy, device=device, on_epoch=on_epoch)
+        # Training holds the device shared; S is measured exclusive, so never beside a neighbour.
+        with shared_device(device if device is not None else _default_device()):
+            trained = train(model, data, proxy, device=device, on_epoch=on_epoch)
     except CandidateFailure as failure:
         return _failed(result, failure.reason, start)
     except (torch.cuda.OutOfMemoryError, MemoryError) as err:
@@ -138,6 +140,10 @@ def evaluate(arch: Arch, data: Dataset, proxy: ProxyConfig, reward: RewardSpec, 
         torch.save({"arch": str(arch), "num_classes": data.num_classes, "state_dict": state}, keep_weights)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _failed(result: Evaluation, reason: str, start: float) -> Evaluation:

@@ -32,3 +32,20 @@ def nas_json(*args: str, **kwargs) -> object:
 @pytest.fixture
 def nas_cli():
     return run_nas
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_step_time_cache(tmp_path_factory):
+    """Measured step times go to a per-session cache, never the user's (subprocesses inherit it)."""
+    os.environ["NAS_CACHE_DIR"] = str(tmp_path_factory.mktemp("nas-cache"))
+    yield
+
+
+def ledger_of(run_dir) -> list[dict]:
+    return json.loads(run_nas("trials", str(run_dir), "--json", check=True).stdout)
+
+
+def finished(rows: list[dict]) -> list[dict]:
+    """COMPLETE, PRUNED, or FAIL for the candidate's own reason: what counts toward `trials`."""
+    return [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")
+            or r["state"] == "FAIL" and not str(r["reason"]).startswith("interrupted")]

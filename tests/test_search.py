@@ -1,0 +1,213 @@
+"""Searches end to end on the tiny space: the ledger, the baseline first, dedup, the budget under
+faults (a killed worker, SIGKILL, Ctrl-C), several workers, resume, and bad experiment files."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import nas
+from conftest import TINY_ARCH, finished, ledger_of, run_nas
+from nas.experiment import ExperimentError, load_experiment
+from nas.search import SearchRun, prepare, run_search
+from nas.study import RunDir
+
+QUICK = "experiments/quickstart.yaml"
+FAST = ["proxy.epochs=1", "proxy.resolution=8", "proxy.batch_size=64"]
+
+
+def fast_experiment(*overrides: str):
+    return load_experiment(QUICK, [*FAST, *overrides])
+
+
+def test_search_ledger(tmp_path):
+    run_search(fast_experiment("trials=3", "controller=random", "seed=1"), tmp_path / "run", fresh=True, log=lambda m: None)
+    rows = ledger_of(tmp_path / "run")
+    assert len(rows) == 3 and len(finished(rows)) == 3
+    assert rows[0]["baseline"] and rows[0]["arch"] == TINY_ARCH  # the space's baseline is trained first
+    space = nas.load_space("tiny")
+    for r in rows:
+        assert r["state"] == "COMPLETE" and space.contains(r["arch"])
+        assert 0 <= r["accuracy"] <= 1 and r["step_time"] > 0 and r["reward"] > 0
+        assert r["params"] == nas.count_params(nas.parse_arch(r["arch"]), num_classes=10)
+        assert r["step_time_p10"] <= r["step_time"] <= r["step_time_p90"] and r["device"].startswith("cpu")
+        assert len(r["epoch_accuracies"]) == 1 and r["reason"] is None
+    # the baseline is its own reference: S = S0 and P = P0, so its reward is its accuracy
+    assert rows[0]["reward"] == pytest.approx(rows[0]["accuracy"])
+
+
+def test_same_seed_same_architectures(tmp_path):
+    archs = []
+    for name in ("a", "b"):
+        exp = fast_experiment("trials=4", "controller=random", "seed=7", "proxy.epochs=1")
+        # sampling only: a budget of 4 trials on a 1-epoch proxy
+        run_search(exp, tmp_path / name, fresh=True, log=lambda m: None)
+        archs.append([r["arch"] for r in ledger_of(tmp_path / name)])
+    assert archs[0] == archs[1] and len(archs[0]) == 4
+
+
+SPACE_OF_TWO = """name: two
+baseline: stem_k3_s1_c8 fmb_r1_k3_s1_e1_c8 mb_r1_k3_s2_e1_c16 head_c32
+stem: {channels: 8, stride: 1}
+head: 32
+stages:
+  - {channels: 8, stride: 1, block: fused_mbconv, kernel: 3, expansion: 1, layers: 1}
+  - {channels: 16, stride: 2, block: mbconv, kernel: [3, 5], expansion: 1, layers: 1}
+"""
+
+
+def test_duplicates_are_reused_not_retrained(tmp_path):
+    (tmp_path / "two.yaml").write_text(SPACE_OF_TWO)
+    exp = fast_experiment(f"space={tmp_path / 'two.yaml'}", "trials=5", "controller=random", "seed=0")
+    run_search(exp, tmp_path / "run", fresh=True, log=lambda m: None)
+    rows = ledger_of(tmp_path / "run")
+    trained = [r for r in rows if r["duplicate_of"] is None]
+    assert len(rows) == 5 and len(finished(rows)) == 5
+    assert len(trained) == len({r["arch"] for r in trained}) == 2  # the space holds two archs
+    for r in rows:
+        if r["duplicate_of"] is not None:
+            original = rows[r["duplicate_of"]]
+            assert (r["arch"], r["reward"], r["accuracy"]) == (original["arch"], original["reward"], original["accuracy"])
+
+
+def test_interrupted_trials_do_not_use_up_the_budget(tmp_path):
+    exp = fast_experiment("trials=2", "controller=random", "seed=2")
+    run = prepare(exp, tmp_path / "run", fresh=True, log=lambda m: None)
+    study = run.study()
+    # a worker that died mid-trial: RUNNING, owned by a pid that no longer exists
+    ghost = study.ask(run.distributions())
+    ghost.set_user_attr("worker", f"{os.uname().nodename}:999999999")
+    ghost.set_user_attr("arch", str(run.experiment.load_space().from_decisions(ghost.params)))
+    lost_arch = ghost.user_attrs["arch"]
+    run_search(exp, tmp_path / "run", log=lambda m: None)
+    rows = ledger_of(tmp_path / "run")
+    assert len(finished(rows)) == 2
+    lost = [r for r in rows if r["state"] == "FAIL"]
+    assert len(lost) == 1 and lost[0]["reason"].startswith("interrupted: worker")
+    retried = [r for r in rows if r["retry_of"] == lost[0]["number"]]
+    assert [r["arch"] for r in retried] == [lost_arch] and retried[0]["state"] == "COMPLETE"
+
+
+def _start_search(run_dir, *args):
+    return subprocess.Popen([sys.executable, "-m", "nas.cli", "search", QUICK, *FAST, *args, "--run-dir", str(run_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait_for_complete(run_dir, proc, count, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(1)
+        if not RunDir(run_dir).exists():
+            continue
+        try:
+            study = RunDir(run_dir).load_study()
+        except Exception:  # the study is being created
+            continue
+        if sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) >= count:
+            return True
+    return False
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _start_search(run_dir, "trials=5", "controller=random", "seed=5", "--fresh")
+    assert _wait_for_complete(run_dir, proc, 2), proc.stderr.read() if proc.poll() is not None else "timeout"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    rerun = run_nas("search", QUICK, *FAST, "trials=5", "controller=random", "seed=5", "--run-dir", str(run_dir))
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    rows = ledger_of(run_dir)
+    assert len(finished(rows)) == 5
+    assert not [r for r in rows if r["state"] in ("RUNNING", "WAITING")]
+    trained = [r["arch"] for r in rows if r["state"] == "COMPLETE" and r["duplicate_of"] is None]
+    assert len(trained) == len(set(trained))
+    for lost in (r for r in rows if r["state"] == "FAIL"):
+        assert lost["reason"].startswith("interrupted")
+        assert any(r["retry_of"] == lost["number"] and r["arch"] == lost["arch"] for r in rows)
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_a_clean_stop(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _start_search(run_dir, "trials=6", "controller=random", "seed=6", "--fresh")
+    assert _wait_for_complete(run_dir, proc, 1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err
+    study = RunDir(run_dir).load_study()
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    rows = ledger_of(run_dir)
+    stopped = [r for r in rows if r["state"] == "FAIL"]
+    if stopped:  # the Ctrl-C landed inside a trial: it ends "interrupted" and is queued again
+        assert stopped[0]["reason"] == "interrupted: stopped by the user (Ctrl-C)"
+        assert study.get_trials(states=(TrialState.WAITING,))
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study(tmp_path):
+    run_search(fast_experiment("trials=5", "workers=2", "controller=random", "seed=3"), tmp_path / "run", fresh=True,
+               log=lambda m: None)
+    rows = ledger_of(tmp_path / "run")
+    assert len(rows) == 5 and len(finished(rows)) == 5
+    trained = [r["arch"] for r in rows if r["duplicate_of"] is None]
+    assert len(trained) == len(set(trained))
+    assert len({r.get("worker") for r in rows}) >= 1
+
+
+def test_pruned_trials_carry_a_reason(tmp_path, monkeypatch):
+    class PruneAll(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return True
+
+    monkeypatch.setattr(SearchRun, "pruner", lambda self: PruneAll())
+    run_search(fast_experiment("trials=2", "controller=random", "seed=4"), tmp_path / "run", fresh=True, log=lambda m: None)
+    rows = ledger_of(tmp_path / "run")
+    assert [r["state"] for r in rows] == ["PRUNED", "PRUNED"]
+    assert all(r["reason"].startswith("pruned: accuracy") and r["params"] for r in rows)
+
+
+def test_resume_with_a_different_experiment_is_refused(tmp_path):
+    exp = fast_experiment("trials=1")
+    prepare(exp, tmp_path / "run", fresh=True, log=lambda m: None)
+    with pytest.raises(ValueError, match="was started with proxy"):
+        prepare(fast_experiment("trials=1", "proxy.epochs=2"), tmp_path / "run", fresh=False, log=lambda m: None)
+    prepare(fast_experiment("trials=3"), tmp_path / "run", fresh=False, log=lambda m: None)  # a bigger budget is fine
+
+
+@pytest.mark.parametrize("text, overrides, message", [
+    ("name: x\nspace: tiny\ncolour: red\n", [], "colour: unknown key"),
+    ("name: x\nspace: tiny\n", ["trials=0"], "trials: 0 must be a whole number >= 1"),
+    ("name: x\nspace: tiny\n", ["controller=annealing"], "unknown controller 'annealing'"),
+    ("name: x\nspace: tiny\ndataset: imagenette\n", [], "unknown dataset 'imagenette'"),
+    ("name: x\nspace: nowhere.yaml\n", [], "space: nowhere.yaml: no such file"),
+    ("name: x\nspace: tiny\nproxy: {epochs: 0}\n", [], "epochs"),
+    ("name: x\nspace: tiny\nproxy: {wings: 2}\n", [], "proxy.wings: unknown key"),
+    ("name: x\nspace: tiny\n", ["trials"], "override 'trials' must look like key=value"),
+    ("name: x\nspace: tiny\n", ["pruner=sometimes"], "pruner: 'sometimes' not in"),
+    ("- a\n- b\n", [], "an experiment must be a mapping"),
+    ("name: [\n", [], "invalid YAML at line 2"),
+])
+def test_bad_experiment_files(tmp_path, text, overrides, message):
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    with pytest.raises(ExperimentError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_experiment(path, overrides)
+
+
+def test_bad_experiment_on_the_command_line(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: x\nspace: tiny\ncolour: red\n")
+    r = run_nas("search", str(path), "--run-dir", str(tmp_path / "run"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == f"nas search: error: {path}: colour: unknown key (allowed: " + r.stderr.split("(allowed: ")[1].strip()
+    assert not (tmp_path / "run").exists()
+
+
+def test_trials_of_a_missing_run(tmp_path):
+    r = run_nas("trials", str(tmp_path / "nothing"))
+    assert r.returncode == 2 and "not a run directory" in r.stderr and len(r.stderr.strip().splitlines()) == 1
