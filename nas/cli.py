@@ -14,6 +14,10 @@ from typing import Any, Callable, Sequence
 
 __all__ = ["main", "resolve_arch"]
 
+# Idle OpenMP threads sleep instead of spinning: on a small, shared CPU, spinning threads of
+# neighbouring processes slow training (and S) down several times. Set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 Command = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, Command] = {}
 
@@ -217,6 +221,15 @@ def cmd_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("data")
+def cmd_data(args: argparse.Namespace) -> int:
+    from nas.data import prepare_imagefolder
+
+    out = prepare_imagefolder(args.src, args.out, resolution=args.resolution)
+    print(f"{out}: decoded {args.src} at {args.resolution}x{args.resolution}")
+    return 0
+
+
 # -- searches -----------------------------------------------------------------------------------
 @command("search")
 def cmd_search(args: argparse.Namespace) -> int:
@@ -275,6 +288,117 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("compare")
+def cmd_compare(args: argparse.Namespace) -> int:
+    from nas.analysis import compare_runs
+
+    objectives = args.objectives.split(",") if args.objectives else None
+    table = compare_runs(args.runs, objectives=objectives)
+    if args.out:
+        from nas.plots import plot_compare
+
+        plot_compare(args.runs, args.out)
+    if args.json:
+        print_json({"objectives": table.attrs["objectives"], "reference": table.attrs["reference"],
+                    "runs": json.loads(table.to_json(orient="records"))})
+        return 0
+    cols = ["run", "controller", "trials", "complete", "best_reward", "best_trial", "front_size", "hypervolume"]
+    print(format_table([[None if v != v else v for v in row] for row in table[cols].values.tolist()], cols))
+    ref = ", ".join(f"{n} {v:.4g}" for n, v in zip(table.attrs["objectives"], table.attrs["reference"]))
+    print(f"front over {', '.join(table.attrs['objectives'])}; hypervolume reference: {ref}")
+    if args.out:
+        print(f"plot: {args.out}")
+    return 0
+
+
+@command("report")
+def cmd_report(args: argparse.Namespace) -> int:
+    from nas.report import write_report
+
+    out = write_report(args.run, args.out, top_k=args.top)
+    print(f"wrote {out}")
+    return 0
+
+
+@command("export")
+def cmd_export(args: argparse.Namespace) -> int:
+    from nas.export import export_trial
+
+    fmt = args.format or ("onnx" if str(args.out).lower().endswith(".onnx") else None)
+    if fmt is None:
+        raise ValueError(f"{args.out}: give --format (onnx, torchscript or state_dict)")
+    result = export_trial(args.run, args.trial, fmt, args.out)
+    w = result.weights
+    if not w.trained:
+        print(f"note: run {args.run} kept no weights for trial {w.number} (keep_weights: false, or it did not "
+              f"finish training); exporting the untrained weights initialised from its {w.source}", file=sys.stderr)
+    if args.json:
+        print_json(result.to_dict())
+    else:
+        what = "trained proxy weights" if w.trained else f"initial weights ({w.source})"
+        print(f"exported trial {w.number} ({what}) as {fmt} to {result.path}\n  {w.arch}\n"
+              f"  input (N, 3, {w.resolution}, {w.resolution}), {w.num_classes} classes")
+    return 0
+
+
+@command("train")
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from nas.builder import build_model
+    from nas.cost import model_cost
+    from nas.data import load_dataset
+    from nas.export import save_state_dict
+    from nas.train import CandidateFailure, ProxyConfig, train
+
+    arch, dataset = _train_arch(args)
+    overrides = {k: v for k, v in (("batch_size", args.batch), ("lr", args.lr), ("optimizer", args.optimizer))
+                 if v is not None}
+    config = ProxyConfig(epochs=args.epochs, resolution=args.resolution, seed=args.seed, **overrides)
+    data = load_dataset(dataset, data_dir=args.data_dir, download=args.download, seed=0, split="final",
+                        resolution=args.resolution if dataset in ("imagefolder", "synthetic") else None)
+    torch.manual_seed(args.seed)
+    model = build_model(arch, num_classes=data.num_classes)
+    progress = None if args.json or not sys.stderr.isatty() else _epoch_progress(args.epochs)
+    try:
+        result = train(model, data, config, device=None if args.device == "auto" else args.device,
+                       on_epoch=progress)
+    except CandidateFailure as failure:
+        print(f"nas train: {arch}: {failure.reason}", file=sys.stderr)
+        return 1
+    cost = model_cost(arch, args.resolution, data.num_classes)
+    if args.out:
+        save_state_dict(model, args.out, arch=str(arch), num_classes=data.num_classes, resolution=args.resolution,
+                        trained=True, dataset=dataset, split="final", epochs=args.epochs,
+                        accuracy=result.accuracy)
+    info = {"arch": str(arch), "dataset": dataset, "split": "final", "epochs": args.epochs,
+            "resolution": args.resolution, "accuracy": result.accuracy,
+            "epoch_accuracies": list(result.epoch_accuracies), "params": cost.params, "macs": cost.macs,
+            "train_seconds": result.train_seconds, "images_per_second": result.images_per_second,
+            "out": str(args.out) if args.out else None}
+    if args.json:
+        print_json(info)
+    else:
+        print(arch)
+        print(f"  test accuracy {result.accuracy:.4f} after {args.epochs} epochs at {args.resolution}px on {dataset} "
+              f"(trained on all training data), {result.train_seconds:.1f} s")
+        print(f"  params {cost.params:,}  MACs {cost.macs / 1e6:.2f} M" + (f"\n  saved {args.out}" if args.out else ""))
+    return 0
+
+
+def _train_arch(args: argparse.Namespace):
+    """ARCH for ``nas train``: an arch, a baseline, a file, or a run directory (its ``--trial``)."""
+    from nas.study import RunDir
+
+    if Path(args.arch).is_dir() and RunDir(args.arch).exists():
+        from nas.arch import parse_arch
+        from nas.export import find_trial
+
+        row = find_trial(args.arch, args.trial)
+        return parse_arch(row["arch"]), args.dataset or RunDir(args.arch).read_config().get("dataset", "digits")
+    return resolve_arch(args.arch), args.dataset or "digits"
+
+
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nas", description="Hardware-aware architecture search over EfficientNet-style networks.")
@@ -320,6 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("data", help="data tools: `nas data prepare SRC OUT.npz --resolution R`")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    q = data_sub.add_parser("prepare", help="decode an image folder once into a uint8 .npz at the proxy resolution")
+    q.add_argument("src", help="image folder: train/<class>/*.jpg (and optionally val/<class>/)")
+    q.add_argument("out", help="the .npz to write (use with --dataset npz --data-dir OUT)")
+    q.add_argument("--resolution", type=int, required=True)
+
     p = sub.add_parser("search", help="run (or resume) an architecture search")
     p.add_argument("experiment", help="an experiment YAML file")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override experiment fields (trials=50, proxy.epochs=2)")
@@ -337,6 +468,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="F", help="PNG or SVG")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("compare", help="several runs (e.g. controllers) on one plot and table")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--objectives", help="comma-separated, default accuracy,step_time,params")
+    p.add_argument("--out", metavar="F", help="a plot: PNG or SVG")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("report", help="a self-contained HTML report of a run")
+    p.add_argument("run")
+    p.add_argument("--out", required=True, metavar="F.html")
+    p.add_argument("--top", type=int, default=10, help="how many best trials to list (default 10)")
+
+    p = sub.add_parser("export", help="export a trial's network: ONNX, TorchScript or a state_dict file")
+    p.add_argument("run")
+    p.add_argument("--trial", default="best", help="a trial number or 'best' (highest reward, default)")
+    p.add_argument("--format", choices=["onnx", "torchscript", "state_dict"])
+    p.add_argument("--out", required=True, metavar="F")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("train", help="train one network longer, on all training data (the step after a search)")
+    p.add_argument("arch", help="a baseline name, an arch string, a file holding one, or a run directory")
+    p.add_argument("--trial", default="best", help="with a run directory: a trial number or 'best' (default)")
+    p.add_argument("--dataset", help="default: the run's, else digits")
+    p.add_argument("--data-dir")
+    p.add_argument("--download", action="store_true", help="fetch the data set (checksummed) if missing")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer", choices=["sgd", "rmsprop"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", metavar="F.pt", help="save the trained network as a state_dict export")
+    p.add_argument("--json", action="store_true")
+
     return parser
 
 
@@ -347,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nas: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, LookupError) as err:
+    except (ValueError, TypeError, OSError, LookupError, ImportError) as err:
         if os.environ.get("NAS_DEBUG"):
             raise
         message = " ".join(str(err).split()) or type(err).__name__

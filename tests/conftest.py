@@ -7,7 +7,9 @@ import subprocess
 import sys
 
 import pytest
-import torch
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see nas/cli.py
+import torch  # noqa: E402
 
 # Two cores on CI: keep torch from oversubscribing when pytest runs subprocesses too.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
