@@ -274,6 +274,9 @@ def _check_references(experiment: Experiment, fail) -> None:
     except ValueError as err:
         raise fail("reference", str(err)) from None
     spec = experiment.reward_spec()
+    if spec.multi_objective and experiment.controller_name() in ("reinforce", "evolution"):
+        raise fail("controller", f"{experiment.controller_name()!r} optimises one reward; with reward "
+                                 "multi_objective use nsga2 (or random, tpe)")
     needs_reference = spec.kind == "efficientnetv2" and spec.step_time_ref is None
     if reference is None and needs_reference:
         raise fail("reference", f"space {space.name!r} has no baseline: set reference (an arch) or reward step_time_ref/params_ref")

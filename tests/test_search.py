@@ -191,6 +191,7 @@ def test_resume_with_a_different_experiment_is_refused(tmp_path):
     ("name: x\nspace: tiny\n", ["pruner=sometimes"], "pruner: 'sometimes' not in"),
     ("- a\n- b\n", [], "an experiment must be a mapping"),
     ("name: [\n", [], "invalid YAML at line 2"),
+    ("name: x\nspace: tiny\nreward: multi_objective\n", ["controller=evolution"], "with reward multi_objective use nsga2"),
 ])
 def test_bad_experiment_files(tmp_path, text, overrides, message):
     path = tmp_path / "exp.yaml"
