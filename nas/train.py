@@ -265,7 +265,8 @@ class _Run:
         self.total_steps = self.steps_per_epoch * config.epochs
         self.warmup_steps = int(round(config.warmup_epochs * self.steps_per_epoch))
         self.step_count = 0
-        self.eval_batch = max(4 * config.batch_size, 256)
+        # no activations are kept for backward, so twice the batch fits where training did
+        self.eval_batch = 2 * config.batch_size
         self.optimizer = _make_optimizer(model, config)
         self.train_time = 0.0
         self.images = 0
@@ -358,7 +359,7 @@ class _Run:
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise CandidateFailure(f"invalid: model output {shape}, expected {expected} logits")
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def evaluate(self) -> float:
         self.model.eval()
         correct = torch.zeros((), dtype=torch.long, device=self.dev)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -27,6 +28,16 @@ def tiny_net(num_classes: int = 10, width: int = 16) -> nn.Module:
         nn.Flatten(),
         nn.Linear(4 * width, num_classes),
     )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny nets gain nothing from a second thread, and on a shared 2-core machine an
+    OpenMP team whose other thread is descheduled spins: one thread keeps the file fast."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
