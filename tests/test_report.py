@@ -1,0 +1,102 @@
+"""`nas report`: one self-contained HTML file, rendered by a real browser."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TINY_ARCH, run_nas
+
+EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
+
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small real search per test session (shared by the analysis, report and export tests)."""
+    from nas.experiment import load_experiment
+    from nas.search import run_search
+
+    root = tmp_path_factory.getbasetemp() / "nas_tiny_run"
+    if not (root / "DONE").exists():
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("NAS_CACHE_DIR", str(root / "cache"))
+            exp = load_experiment(EXPERIMENT, ["trials=4", "proxy.epochs=1", "proxy.resolution=8",
+                                               "keep_weights=true"])
+            run_search(exp, root / "run", fresh=True, log=lambda message: None)
+        (root / "DONE").touch()
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    return tiny_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def report(run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    proc = run_nas("report", str(run), "--out", str(out), check=True)
+    assert proc.stdout.strip() == f"wrote {out}"
+    return out
+
+
+def test_report_is_self_contained(report, run):
+    from nas import analysis
+
+    html = report.read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    assert len(re.findall(r'<img alt="[^"]*" src="data:image/png;base64,', html)) >= 4  # front, progress, choices, EDFs
+    assert not re.search(r'(src|href)\s*=\s*["\']?(https?:)?//', html), "loads something from the network"
+    assert not re.search(r"<(script|link|iframe)\b", html)
+    for title in ("Run summary", "Baseline vs best found", "Pareto front", "Top ", "What the search learned per stage",
+                  "Rediscovery", "Failures"):
+        assert title in html, title
+    frame = analysis.trials_frame(run)
+    for arch in analysis.top_trials(frame, 10)["arch"]:
+        assert arch in html
+    assert TINY_ARCH in html and "baseline" in html
+    score = analysis.rediscovery(run).score
+    assert f"{score:.3f}" in html
+    assert "evolution" in html and "tiny" in html and "digits" in html  # controller, space, data
+    assert f"optuna-dashboard sqlite:///{(run / 'study.db').resolve()}" in html
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_report_renders_in_chromium(report, tmp_path):
+    from PIL import Image
+
+    shot = tmp_path / "shot.png"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,1600",
+           report.resolve().as_uri()]
+    subprocess.run(cmd, capture_output=True, timeout=120)
+    assert shot.is_file(), "chromium wrote no screenshot"
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1200, 1600)
+    small = image.resize((300, 400))
+    colours = small.getcolors(maxcolors=1 << 16)
+    assert colours is None or len(colours) > 50, "the page looks blank"
+    not_white = float((np.asarray(small).min(axis=2) < 235).mean())
+    assert not_white > 0.1, f"only {not_white:.1%} of the page is not white"
+    # the dark header band is at the top: the page was laid out with its CSS
+    assert sum(image.getpixel((600, 20))) < 300
+
+
+def test_report_python_api(run, tmp_path):
+    from nas.report import render_report, write_report
+
+    out = write_report(run, tmp_path / "sub" / "r.html", top_k=2)
+    assert out.read_text(encoding="utf-8").count("<tr") < render_report(run, top_k=10).count("<tr")
+
+
+def test_report_of_a_missing_run_is_one_line(tmp_path):
+    proc = run_nas("report", str(tmp_path / "no-such-run"), "--out", str(tmp_path / "x.html"))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no-such-run" in lines[0] and "not a run directory" in lines[0]
+    assert not (tmp_path / "x.html").exists()
