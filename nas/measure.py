@@ -60,6 +60,8 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 _CACHE_VERSION = 1
 _POLL_S = 0.02
+# p90/p10 above which a measurement is reported as taken on a busy device.
+_BUSY_SPREAD = 2.0
 
 
 # --------------------------------------------------------------------------- result
@@ -433,9 +435,7 @@ class StepTimeCache:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        """Args:
-            path: The JSON file; created (with its folder) on the first `put`.
-        """
+        """Opens a cache; the JSON file (and its folder) is created on the first `put`."""
         self.path = Path(path).expanduser()
         self._lock_path = self.path.with_name(self.path.name + ".lock")
 
@@ -452,10 +452,9 @@ class StepTimeCache:
     @contextlib.contextmanager
     def _locked(self, shared: bool) -> Iterator[None]:
         lock = _FileLock(self._lock_path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            pass
+        if not shared:  # only a write creates the folder; a read of nothing is a miss
+            with contextlib.suppress(OSError):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
         if lock.open():
             try:
                 lock.acquire(shared=shared, deadline=None)
@@ -673,7 +672,11 @@ def measure_step_time(model: nn.Module, *, batch: int, resolution: int, num_clas
                           min_time=min_time, max_repeats=max_repeats,
                           fingerprint=fingerprint, exclusive=bool(held))
     if use_cache:
-        cache.put(cache_key, fingerprint, result, num_classes=num_classes)
+        try:
+            cache.put(cache_key, fingerprint, result, num_classes=num_classes)
+        except OSError as exc:  # a read-only or full disk costs a re-measure, not the trial
+            warnings.warn(f"could not write step-time cache {cache.path}: {exc}",
+                          RuntimeWarning, stacklevel=2)
     return result
 
 
@@ -748,6 +751,13 @@ def _measure(model: nn.Module, *, dev: torch.device, compute_dtype: torch.dtype,
     p10, median, p90 = (float(x) for x in np.percentile(arr, [10, 50, 90]))
     # Interpolated percentiles are ordered already; clamp guards float round-off.
     p10, p90 = min(p10, median), max(p90, median)
+    if p10 > 0 and p90 / p10 > _BUSY_SPREAD:
+        # A quiet device times steps within a few percent of each other; a wide
+        # spread means another process competes for it (on CPU, OpenMP threads
+        # stall each other), so this S may not repeat.
+        warnings.warn(f"step times spread widely (p10 {p10 * 1e3:.1f} ms, p90 "
+                      f"{p90 * 1e3:.1f} ms): device {fingerprint} looks busy; S may not "
+                      f"be repeatable", RuntimeWarning, stacklevel=3)
     return StepTime(
         step_time=median,
         step_time_p10=p10,

@@ -24,6 +24,8 @@ from nas.measure import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+# A tiny net's millisecond steps jitter widely; that warning is tested on its own.
+pytestmark = pytest.mark.filterwarnings("ignore:step times spread widely:RuntimeWarning")
 FAST = dict(batch=4, resolution=16, num_classes=10, device="cpu", warmup=1, repeats=3,
             min_time=0.0)
 
@@ -65,6 +67,20 @@ def test_statistics(lock_dir: Path) -> None:
     assert st.exclusive and not st.cached
     assert st.device == device_fingerprint("cpu", dtype=torch.float32, channels_last=False)
     assert StepTime.from_dict(json.loads(json.dumps(st.to_dict()))) == st
+
+
+def test_summary_statistics_exact(monkeypatch: pytest.MonkeyPatch, lock_dir: Path) -> None:
+    import nas.measure
+
+    times = iter([[0.1 * i for i in range(10, 0, -1)], [0.05] * 3])  # train, then eval
+    monkeypatch.setattr(nas.measure, "_time_steps", lambda *a, **k: next(times))
+    with pytest.warns(RuntimeWarning, match="spread widely"):
+        st = measure_step_time(tiny_net(), **FAST, lock_dir=lock_dir)
+    assert st.step_time == pytest.approx(0.55)
+    assert st.step_time_p10 == pytest.approx(0.19)
+    assert st.step_time_p90 == pytest.approx(0.91)
+    assert st.repeats == 10
+    assert st.inference_latency == pytest.approx(0.05)
 
 
 def test_time_box_runs_past_repeats(lock_dir: Path) -> None:
@@ -158,6 +174,23 @@ def test_cache_keyed_by_batch_resolution_and_arch(tmp_path: Path, lock_dir: Path
     assert measure_step_time(tiny_net(), **(FAST | dict(batch=2)), cache=cache, cache_key="a",
                              lock_dir=lock_dir).cached
     assert len(json.loads(cache.path.read_text())["entries"]) == 5
+
+
+def test_cache_read_creates_nothing(tmp_path: Path) -> None:
+    cache = StepTimeCache(tmp_path / "absent" / "st.json")
+    assert cache.get("a", "d", batch=1, resolution=8) is None
+    assert not (tmp_path / "absent").exists()
+
+
+@pytest.mark.filterwarnings("ignore:step-time cache .* unreadable:RuntimeWarning")
+def test_unwritable_cache_warns(tmp_path: Path, lock_dir: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cache = StepTimeCache(blocker / "st.json")  # its folder is a file: every write fails
+    with pytest.warns(RuntimeWarning, match="could not write"):
+        st = measure_step_time(tiny_net(), **FAST, cache=cache, cache_key="a",
+                               lock_dir=lock_dir)
+    assert not st.cached
 
 
 def test_no_cache_key_no_caching(tmp_path: Path, lock_dir: Path) -> None:
