@@ -51,3 +51,18 @@ def finished(rows: list[dict]) -> list[dict]:
     """COMPLETE, PRUNED, or FAIL for the candidate's own reason: what counts toward `trials`."""
     return [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")
             or r["state"] == "FAIL" and not str(r["reason"]).startswith("interrupted")]
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory):
+    """One small real search per test session (kept weights), shared by the analysis, report and export tests."""
+    from pathlib import Path
+
+    from nas.experiment import load_experiment
+    from nas.search import run_search
+
+    root = tmp_path_factory.mktemp("nas_tiny_run")
+    experiment = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
+    exp = load_experiment(experiment, ["trials=4", "proxy.epochs=1", "proxy.resolution=8", "keep_weights=true"])
+    run_search(exp, root / "run", fresh=True, log=lambda message: None)
+    return root / "run"

@@ -14,28 +14,8 @@ from conftest import TINY_ARCH, run_nas
 from nas import analysis
 from nas.pareto import edf
 
-EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
 
 
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One small real search per test session (shared by the analysis, report and export tests)."""
-    from nas.experiment import load_experiment
-    from nas.search import run_search
-
-    root = tmp_path_factory.getbasetemp() / "nas_tiny_run"
-    if not (root / "DONE").exists():
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("NAS_CACHE_DIR", str(root / "cache"))
-            exp = load_experiment(EXPERIMENT, ["trials=4", "proxy.epochs=1", "proxy.resolution=8",
-                                               "keep_weights=true"])
-            run_search(exp, root / "run", fresh=True, log=lambda message: None)
-        (root / "DONE").touch()
-    return root / "run"
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    return tiny_run(tmp_path_factory)
 
 
 # -- tables built by hand -----------------------------------------------------------------------------
