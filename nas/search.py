@@ -26,7 +26,8 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from nas.experiment import Experiment, from_dict
 from nas.study import IDENTITY_FIELDS, RunDir, is_finished, open_storage, worker_alive, worker_id
 
-__all__ = ["SearchRun", "prepare", "run_search", "Candidate", "interrupted_reason"]
+__all__ = ["SearchRun", "prepare", "run_search", "Candidate", "interrupted_reason", "ask_lock",
+           "budget_left", "find_duplicate", "record", "record_duplicate", "fail_interrupted"]
 
 Log = Callable[[str], None]
 _RESULT_ATTRS = ("accuracy", "epoch_accuracies", "step_time", "step_time_p10", "step_time_p90", "device",
@@ -101,11 +102,12 @@ def prepare(experiment: Experiment, run_dir: str | Path | None, *, fresh: bool, 
     study = optuna.create_study(study_name=experiment.name, storage=run.storage(), load_if_exists=True,
                                 directions=run.directions())
     space = experiment.load_space()
-    if not study.get_trials(deepcopy=False):
-        reference = experiment.reference_arch(space)
-        if reference is not None and space.contains(reference):
-            study.enqueue_trial(space.to_decisions(reference), user_attrs={"arch": str(reference), "baseline": True})
-    requeue_interrupted(study, space)
+    with ask_lock(study, run):  # drivers starting together enqueue the baseline once
+        if not study.get_trials(deepcopy=False):
+            reference = experiment.reference_arch(space)
+            if reference is not None and space.contains(reference):
+                study.enqueue_trial(space.to_decisions(reference), user_attrs={"arch": str(reference), "baseline": True})
+        requeue_interrupted(study, space)
     return run
 
 
@@ -167,6 +169,39 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def ask_lock(study: optuna.Study, run: SearchRun) -> Iterator[None]:
+    """Serialises "count the budget, then ask" among every worker of the study.
+
+    The run directory's file lock covers the workers of one host; on PostgreSQL an advisory
+    lock in the database also covers drivers on other hosts (or with another run directory).
+    """
+    with _file_lock(run.run_dir.lock_path), _database_lock(study):
+        yield
+
+
+@contextlib.contextmanager
+def _database_lock(study: optuna.Study) -> Iterator[None]:
+    backend = getattr(study._storage, "_backend", study._storage)  # RDBStorage behind Optuna's cache
+    engine = getattr(backend, "engine", None)
+    if engine is None or engine.dialect.name != "postgresql":
+        yield
+        return
+    import zlib
+
+    from sqlalchemy import text
+
+    key = zlib.crc32(f"nas.ask:{study.study_name}".encode())
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            conn.commit()
+
+
 # -- one candidate in a trial ------------------------------------------------------------------
 class Candidate:
     """Evaluates trials of one run in this process (data loaded and S0 measured once)."""
@@ -190,15 +225,19 @@ class Candidate:
 
     def evaluate(self, trial: Trial, *, report: Callable[[int, float], None]) -> dict[str, Any]:
         """Train and score the trial's architecture; returns the ledger attributes (state included)."""
+        return self.evaluate_arch(self.space.from_decisions(trial.params), trial.number, report=report)
+
+    def evaluate_arch(self, arch, number: int, *, report: Callable[[int, float], None],
+                      on_measured: Callable[[Any], None] | None = None) -> dict[str, Any]:
+        """``evaluate`` for an arch and a trial number (no Optuna trial: the Ray trainable's form)."""
         import dataclasses
 
         from nas.evaluate import evaluate
 
-        arch = self.space.from_decisions(trial.params)
-        proxy = dataclasses.replace(self.proxy, seed=self.seed(trial.number))
-        weights = self.run.run_dir.weights_path(trial.number) if self.run.experiment.keep_weights else None
+        proxy = dataclasses.replace(self.proxy, seed=self.seed(number))
+        weights = self.run.run_dir.weights_path(number) if self.run.experiment.keep_weights else None
         result = evaluate(arch, self.data, proxy, self.reward, reference=self.reference, device=self.device,
-                          cache=self.cache, on_epoch=report, keep_weights=weights)
+                          cache=self.cache, on_epoch=report, on_measured=on_measured, keep_weights=weights)
         attrs = {k: getattr(result, k) for k in _RESULT_ATTRS}
         return {**attrs, "state": result.state, "seconds": round(result.seconds, 3), "seed": proxy.seed}
 
@@ -230,6 +269,13 @@ def record(study: optuna.Study, trial: Trial, run: SearchRun, attrs: dict[str, A
     return state
 
 
+def record_duplicate(study: optuna.Study, trial: Trial, run: SearchRun, original: FrozenTrial) -> str:
+    """End ``trial`` with the result of ``original`` (same arch, finished), ``duplicate_of`` set."""
+    attrs = {k: original.user_attrs.get(k) for k in (*_RESULT_ATTRS, "seed")}
+    attrs.update(state=original.state.name, duplicate_of=original.number)
+    return record(study, trial, run, attrs)
+
+
 def run_trial(study: optuna.Study, trial: Trial, run: SearchRun, candidate: Candidate) -> str:
     """Evaluate (or reuse) one asked trial and tell the study."""
     arch = trial.user_attrs["arch"]
@@ -240,9 +286,7 @@ def run_trial(study: optuna.Study, trial: Trial, run: SearchRun, candidate: Cand
         if original.state == TrialState.FAIL and not is_finished(original):
             original = None  # it was interrupted: train it here
     if original is not None:
-        attrs = {k: original.user_attrs.get(k) for k in (*_RESULT_ATTRS, "seed")}
-        attrs.update(state=original.state.name, duplicate_of=original.number)
-        return record(study, trial, run, attrs)
+        return record_duplicate(study, trial, run, original)
 
     single = len(run.directions()) == 1
 
@@ -274,7 +318,7 @@ def worker_loop(run: SearchRun, *, worker_index: int = 0, device: str | None = N
     distributions = run.distributions()
     candidate = Candidate(run, device=device)
     while True:
-        with _file_lock(run.run_dir.lock_path):
+        with ask_lock(study, run):
             if budget_left(study, exp.trials) <= 0:
                 return
             trial = study.ask(distributions)

@@ -169,7 +169,12 @@ def test_missing_ray_is_one_line_with_the_install_hint(tmp_path, monkeypatch, ca
     import nas.cli
 
     monkeypatch.setitem(sys.modules, "ray", None)  # "import ray" now raises ImportError
-    code = nas.cli.main(["search", QUICK, *FAST, "backend=ray", "trials=1", "--run-dir", str(tmp_path / "r")])
+    environ = dict(os.environ)
+    try:
+        code = nas.cli.main(["search", QUICK, *FAST, "backend=ray", "trials=1", "--run-dir", str(tmp_path / "r")])
+    finally:  # what the backend set for Ray stays out of the other tests' subprocesses
+        os.environ.clear()
+        os.environ.update(environ)
     err = capsys.readouterr().err.strip()
     assert code != 0 and "Traceback" not in err and len(err.splitlines()) == 1
     assert "pip install 'nas[ray]'" in err
@@ -393,6 +398,8 @@ def test_two_node_cluster_survives_losing_a_node(tmp_path):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": tmpdir, **_private_device_lock(tmpdir),
            # the cluster's own token (not ~/.ray/auth_token), for the nodes and the driver alike
            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex}
+    for name in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS"):  # a real multi-node cluster, this one
+        env.pop(name, None)
     common = ["--num-cpus=1", "--object-store-memory=100000000", "--block", "--disable-usage-stats"]
     procs = []
     with two_namespaces() as (head_ns, worker_ns):
@@ -455,8 +462,8 @@ def test_two_node_cluster_survives_losing_a_node(tmp_path):
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
-    _kill(_ray_pids(tmpdir))
-    shutil.rmtree(tmpdir, ignore_errors=True)
+            _kill(_ray_pids(tmpdir))  # Ray processes outside the namespaces (none expected)
+            shutil.rmtree(tmpdir, ignore_errors=True)
     rows = ledger_of(run)
     check_ledger(rows, 3)
     assert len(rows) == 3  # the lost trial was retried by Tune, not re-asked: no extra trial
