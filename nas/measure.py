@@ -609,7 +609,7 @@ def measure_step_time(model: nn.Module, *, batch: int, resolution: int, num_clas
                       channels_last: bool | None = None, warmup: int = 3,
                       repeats: int = 15, cache: StepTimeCache | None = None,
                       cache_key: str | None = None, exclusive: bool = True,
-                      min_time: float = 1.5, max_repeats: int = 500,
+                      min_time: float = 3.0, max_repeats: int = 500,
                       lock_dir: str | os.PathLike[str] | None = None) -> StepTime:
     """Measures S: the seconds of one full training step of ``model`` on ``device``.
 
@@ -727,8 +727,12 @@ def _measure(model: nn.Module, *, dev: torch.device, compute_dtype: torch.dtype,
             # Trainers autotune convolutions too; warm-up absorbs the tuning.
             torch.backends.cudnn.benchmark = True
             torch.cuda.reset_peak_memory_stats(dev)
-        for _ in range(warmup):
+        # At least `warmup` steps and a quarter of the timing window: on a shared or virtual
+        # CPU the first second after a model arrives runs measurably slower.
+        warm_start, warm_steps = time.perf_counter(), 0
+        while warm_steps < warmup or (time.perf_counter() - warm_start < min_time / 4 and warm_steps < max_repeats):
             train_step()
+            warm_steps += 1
         _sync(dev)
         train_times = _time_steps(train_step, dev, repeats=repeats, min_time=min_time,
                                   max_repeats=max_repeats)
