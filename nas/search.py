@@ -96,9 +96,7 @@ def prepare(experiment: Experiment, run_dir: str | Path | None, *, fresh: bool, 
     if run.run_dir.exists():
         _check_same_experiment(run)
         log(f"resuming {run.run_dir.path}")
-    config = experiment.to_dict()
-    config["storage"] = experiment.storage
-    run.run_dir.write_config(config)
+    run.run_dir.write_config(experiment.to_dict())
     study = optuna.create_study(study_name=experiment.name, storage=run.storage(), load_if_exists=True,
                                 directions=run.directions())
     space = experiment.load_space()
