@@ -66,3 +66,14 @@ def run(tmp_path_factory):
     exp = load_experiment(experiment, ["trials=4", "proxy.epochs=1", "proxy.resolution=8", "keep_weights=true"])
     run_search(exp, root / "run", fresh=True, log=lambda message: None)
     return root / "run"
+
+
+def check_ledger(rows: list[dict], trials: int) -> None:
+    """What `nas trials` must show after any search: the budget met, nothing left open, no re-training."""
+    assert len(finished(rows)) == trials, [(r["number"], r["state"], r["reason"]) for r in rows]
+    assert not [r for r in rows if r["state"] in ("RUNNING", "WAITING")]
+    trained = [r["arch"] for r in rows if r["state"] == "COMPLETE" and r["duplicate_of"] is None]
+    assert len(trained) == len(set(trained)), "an architecture was trained twice"
+    for r in rows:
+        if r["state"] == "COMPLETE":
+            assert None not in (r["arch"], r["accuracy"], r["step_time"], r["params"], r["reward"]), r

@@ -9,7 +9,7 @@ import time
 import optuna
 import pytest
 
-from conftest import finished, ledger_of
+from conftest import check_ledger, ledger_of
 from pg import postgres_server
 
 QUICK = "experiments/quickstart.yaml"
@@ -32,16 +32,6 @@ def _search(run_dir, *overrides, fresh=False, tmpdir=None):
                                  **({"TMPDIR": str(tmpdir)} if tmpdir else {})})
 
 
-def _check_ledger(rows, trials):
-    assert len(finished(rows)) == trials, [(r["number"], r["state"], r["reason"]) for r in rows]
-    assert not [r for r in rows if r["state"] in ("RUNNING", "WAITING")]
-    trained = [r["arch"] for r in rows if r["state"] == "COMPLETE" and r["duplicate_of"] is None]
-    assert len(trained) == len(set(trained)), "an architecture was trained twice"
-    for r in rows:
-        if r["state"] == "COMPLETE":
-            assert None not in (r["arch"], r["accuracy"], r["step_time"], r["params"], r["reward"])
-
-
 def test_storage_url_opens_with_psycopg3(pg_url):
     from nas.study import open_storage
 
@@ -55,13 +45,13 @@ def test_search_on_postgres_and_resume(pg_url, tmp_path):
     proc = _search(run, "trials=2", "seed=4", f"storage={pg_url}", fresh=True, tmpdir=tmp_path)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-2000:]
-    _check_ledger(ledger_of(run), 2)
+    check_ledger(ledger_of(run), 2)
     # the same command with a larger budget resumes the study in PostgreSQL
     proc = _search(run, "trials=3", "seed=4", f"storage={pg_url}", tmpdir=tmp_path)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0 and "resuming" in out, out[-2000:]
     rows = ledger_of(run)
-    _check_ledger(rows, 3)
+    check_ledger(rows, 3)
     assert rows[0]["baseline"] and len(rows) == 3
 
 
@@ -99,7 +89,7 @@ def test_two_drivers_on_one_postgres_study(pg_url, tmp_path):
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-1500:] for o in outs)
     rows = ledger_of(tmp_path / "host_a")
     assert [r["number"] for r in rows] == [r["number"] for r in ledger_of(tmp_path / "host_b")]  # one study
-    _check_ledger(rows, trials)
+    check_ledger(rows, trials)
     assert len(rows) == trials, [(r["number"], r["state"], r["reason"]) for r in rows]  # no extra trial asked
     assert sum(r["baseline"] for r in rows) == 1
     study = optuna.load_study(study_name="two_drivers", storage=pg_url.replace("postgresql://", "postgresql+psycopg://"))
