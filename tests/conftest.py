@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # before torch loads; see nas/cli.py
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # before torch loads; see nas/cli/__init__.py
 import torch  # noqa: E402
 
 # Two cores on CI: keep torch from oversubscribing when pytest runs subprocesses too.

@@ -1,0 +1,161 @@
+"""One network at a time: ``evaluate``, ``measure``, ``train``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nas.cli._common import cell, epoch_progress, print_json, resolve_arch
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="train and score one candidate (A, S, P, reward)")
+    p.add_argument("arch")
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--data-dir")
+    p.add_argument("--download", action="store_true", help="fetch the data set (checksummed) if missing")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer", choices=["sgd", "rmsprop"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reference", metavar="ARCH", help="S0/P0 from this arch (default: the arch itself, reward = A)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-cache", action="store_true", help="measure S again even if cached")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser("measure", help="S: the training-step time of an arch on this device")
+    p.add_argument("arch")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_measure)
+
+    p = sub.add_parser("train", help="train one network longer, on all training data (the step after a search)")
+    p.add_argument("arch", help="a baseline name, an arch string, a file holding one, or a run directory")
+    p.add_argument("--trial", default="best", help="with a run directory: a trial number or 'best' (default)")
+    p.add_argument("--dataset", help="default: the run's, else digits")
+    p.add_argument("--data-dir")
+    p.add_argument("--download", action="store_true", help="fetch the data set (checksummed) if missing")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer", choices=["sgd", "rmsprop"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", metavar="F.pt", help="save the trained network as a state_dict export")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_train)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from nas.data import load_dataset
+    from nas.evaluate import default_cache, evaluate
+    from nas.reward import reward_preset
+    from nas.train import ProxyConfig
+
+    arch = resolve_arch(args.arch)
+    reference = resolve_arch(args.reference) if args.reference else None
+    overrides = {k: v for k, v in (("batch_size", args.batch), ("lr", args.lr), ("optimizer", args.optimizer)) if v is not None}
+    proxy = ProxyConfig(epochs=args.epochs, resolution=args.resolution, seed=args.seed, **overrides)
+    data = load_dataset(args.dataset, data_dir=args.data_dir, download=args.download, seed=0,
+                        resolution=args.resolution if args.dataset in ("imagefolder", "synthetic") else None)
+    cache = None if args.no_cache else default_cache()
+    device = None if args.device == "auto" else args.device
+    progress = None if args.json or not sys.stderr.isatty() else epoch_progress(args.epochs)
+    result = evaluate(arch, data, proxy, reward_preset("efficientnetv2"), reference=reference, device=device,
+                      cache=cache, on_epoch=progress)
+    if args.json:
+        print_json(result.to_dict())
+    else:
+        print(result.arch)
+        for key in ("state", "reason", "accuracy", "step_time", "params", "macs", "reward", "device"):
+            value = getattr(result, key)
+            if value is not None:
+                print(f"  {key:10s} {cell(value)}")
+    return 0 if result.state == "COMPLETE" or args.json else 1
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    from nas.evaluate import default_cache, measure_arch
+    from nas.train import ProxyConfig
+
+    arch = resolve_arch(args.arch)
+    proxy = ProxyConfig(batch_size=args.batch, resolution=args.resolution, dtype=args.dtype)
+    device = None if args.device == "auto" else args.device
+    step = measure_arch(arch, num_classes=args.num_classes, proxy=proxy, device=device,
+                        cache=None if args.no_cache else default_cache())
+    data = {"arch": str(arch), **step.to_dict()}
+    if args.json:
+        print_json(data)
+    else:
+        print(f"{arch}\n  step time {step.step_time * 1e3:.2f} ms (p10 {step.step_time_p10 * 1e3:.2f}, "
+              f"p90 {step.step_time_p90 * 1e3:.2f}) at batch {args.batch}, {args.resolution}px\n  device {step.device}"
+              f"{'  (cached)' if step.cached else ''}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from nas.builder import build_model
+    from nas.cost import model_cost
+    from nas.data import load_dataset
+    from nas.export import save_state_dict
+    from nas.train import CandidateFailure, ProxyConfig, train
+
+    arch, dataset = _train_arch(args)
+    overrides = {k: v for k, v in (("batch_size", args.batch), ("lr", args.lr), ("optimizer", args.optimizer))
+                 if v is not None}
+    config = ProxyConfig(epochs=args.epochs, resolution=args.resolution, seed=args.seed, **overrides)
+    data = load_dataset(dataset, data_dir=args.data_dir, download=args.download, seed=0, split="final",
+                        resolution=args.resolution if dataset in ("imagefolder", "synthetic") else None)
+    torch.manual_seed(args.seed)
+    model = build_model(arch, num_classes=data.num_classes)
+    progress = None if args.json or not sys.stderr.isatty() else epoch_progress(args.epochs)
+    try:
+        result = train(model, data, config, device=None if args.device == "auto" else args.device,
+                       on_epoch=progress)
+    except CandidateFailure as failure:
+        print(f"nas train: {arch}: {failure.reason}", file=sys.stderr)
+        return 1
+    cost = model_cost(arch, args.resolution, data.num_classes)
+    if args.out:
+        save_state_dict(model, args.out, arch=str(arch), num_classes=data.num_classes, resolution=args.resolution,
+                        trained=True, dataset=dataset, split="final", epochs=args.epochs,
+                        accuracy=result.accuracy)
+    info = {"arch": str(arch), "dataset": dataset, "split": "final", "epochs": args.epochs,
+            "resolution": args.resolution, "accuracy": result.accuracy,
+            "epoch_accuracies": list(result.epoch_accuracies), "params": cost.params, "macs": cost.macs,
+            "train_seconds": result.train_seconds, "images_per_second": result.images_per_second,
+            "out": str(args.out) if args.out else None}
+    if args.json:
+        print_json(info)
+    else:
+        print(arch)
+        print(f"  test accuracy {result.accuracy:.4f} after {args.epochs} epochs at {args.resolution}px on {dataset} "
+              f"(trained on all training data), {result.train_seconds:.1f} s")
+        print(f"  params {cost.params:,}  MACs {cost.macs / 1e6:.2f} M" + (f"\n  saved {args.out}" if args.out else ""))
+    return 0
+
+
+def _train_arch(args: argparse.Namespace):
+    """ARCH for ``nas train``: an arch, a baseline, a file, or a run directory (its ``--trial``)."""
+    from nas.study import RunDir
+
+    if Path(args.arch).is_dir() and RunDir(args.arch).exists():
+        from nas.arch import parse_arch
+        from nas.export import find_trial
+
+        row = find_trial(args.arch, args.trial)
+        return parse_arch(row["arch"]), args.dataset or RunDir(args.arch).read_config().get("dataset", "digits")
+    return resolve_arch(args.arch), args.dataset or "digits"
