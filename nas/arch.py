@@ -4,13 +4,44 @@ An :class:`Arch` is a frozen, hashable value: stem, stages, head. ``str(arch)`` 
 one canonical string; :func:`parse_arch` reads it back (``parse_arch(str(a)) == a``) and
 also accepts timm's EfficientNet block strings (``ds``, ``ir``, ``er``, ``cn``) so users
 can paste timm definitions. This module does not import torch.
+
+Every spec is bounded (``MAX_*`` below) when it is made, so an absurd string such as
+``mb_r100000_k3_s1_e1_c16`` is refused at once instead of building a network for minutes;
+errors name the token and echo at most ~100 characters of it.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-__all__ = ["Arch", "Head", "Stage", "Stem", "BLOCK_NAMES", "parse_arch", "format_number"]
+from nas._echo import echo
+
+__all__ = ["Arch", "Head", "Stage", "Stem", "BLOCK_NAMES", "parse_arch", "read_arch_file", "format_number",
+           "MAX_ARCH_CHARS", "MAX_ARCH_FILE_BYTES", "MAX_BLOCKS", "MAX_CHANNELS", "MAX_EXPANSION",
+           "MAX_KERNEL", "MAX_REPEATS"]
+
+# Bounds far above any network of the field (EfficientNetV2-XL: 100 blocks, 640 channels in
+# stages, kernel 5 at most in the EfficientNet spaces), yet low enough that building the
+# largest allowed network on the meta device to count its cost takes seconds, not minutes.
+#: Blocks in one stage.
+MAX_REPEATS = 1000
+#: Blocks in a whole network.
+MAX_BLOCKS = 2000
+#: Output channels of the stem, a stage or the head.
+MAX_CHANNELS = 16384
+#: Kernel size of any convolution.
+MAX_KERNEL = 31
+#: Expansion ratio of a block.
+MAX_EXPANSION = 32
+#: Characters of an arch string (the largest baseline takes ~300).
+MAX_ARCH_CHARS = 64 * 1024
+#: Bytes read from an arch file; a larger file is refused unread.
+MAX_ARCH_FILE_BYTES = 1024 * 1024
+# A number of more characters than this is refused before conversion: no bound above
+# needs it, and int() of a 5,000-digit string raises with Python's own message.
+_MAX_NUMBER_CHARS = 12
 
 # canonical token -> human name (the YAML space files use the human names)
 BLOCK_NAMES = {"mb": "mbconv", "fmb": "fused_mbconv"}
@@ -50,6 +81,8 @@ class Head:
     def __post_init__(self) -> None:
         if self.channels < 1:
             raise ValueError(f"head channels must be >= 1, got {self.channels}")
+        if self.channels > MAX_CHANNELS:
+            raise ValueError(f"head channels must be <= {MAX_CHANNELS}, got {self.channels}")
 
     def __str__(self) -> str:
         return f"head_c{self.channels}"
@@ -82,12 +115,13 @@ class Stage:
     def __post_init__(self) -> None:
         token = str(self)
         if self.block not in BLOCK_NAMES:
-            raise ValueError(f"unknown block type {self.block!r} in {token!r} (choose from {', '.join(BLOCK_NAMES)})")
-        if self.repeats < 1:
-            raise ValueError(f"{token!r}: repeats must be >= 1, got {self.repeats}")
+            raise ValueError(f"unknown block type {echo(self.block)} in {echo(token)} (choose from {', '.join(BLOCK_NAMES)})")
+        if not 1 <= self.repeats <= MAX_REPEATS:
+            raise ValueError(f"{token!r}: repeats must be in [1, {MAX_REPEATS}], got {self.repeats}")
         _check_conv(token, self.kernel, self.stride, self.channels)
-        if not self.expansion > 0:
-            raise ValueError(f"{token!r}: expansion must be > 0, got {format_number(self.expansion)}")
+        if not 0 < self.expansion <= MAX_EXPANSION:
+            raise ValueError(f"{token!r}: expansion must be in (0, {MAX_EXPANSION}], "
+                             f"got {format_number(self.expansion)}")
         if not 0 <= self.se < 1:
             raise ValueError(f"{token!r}: se ratio must be in [0, 1), got {format_number(self.se)}")
         # Normalise integral ratios so that equal networks compare (and hash) equal.
@@ -116,6 +150,8 @@ class Arch:
         if not self.stages:
             raise ValueError("an architecture needs at least one stage")
         object.__setattr__(self, "stages", tuple(self.stages))
+        if self.depth > MAX_BLOCKS:
+            raise ValueError(f"{self.depth:,} blocks in all; an architecture has at most {MAX_BLOCKS:,}")
 
     def __str__(self) -> str:
         return " ".join([str(self.stem), *map(str, self.stages), str(self.head)])
@@ -135,10 +171,12 @@ class Arch:
 def _check_conv(token: str, kernel: int, stride: int, channels: int) -> None:
     if kernel < 1 or kernel % 2 == 0:
         raise ValueError(f"{token!r}: kernel must be odd and >= 1, got {kernel}")
+    if kernel > MAX_KERNEL:
+        raise ValueError(f"{token!r}: kernel must be <= {MAX_KERNEL}, got {kernel}")
     if stride not in (1, 2):
         raise ValueError(f"{token!r}: stride must be 1 or 2, got {stride}")
-    if channels < 1:
-        raise ValueError(f"{token!r}: channels must be >= 1, got {channels}")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise ValueError(f"{token!r}: channels must be in [1, {MAX_CHANNELS}], got {channels}")
 
 
 def parse_arch(text: str) -> Arch:
@@ -147,13 +185,17 @@ def parse_arch(text: str) -> Arch:
     Stem and head tokens may be omitted (defaults ``stem_k3_s2_c32`` and ``head_c1280``).
 
     Raises:
-        ValueError: naming the token that cannot be read.
+        ValueError: naming the token that cannot be read or is out of bounds (``MAX_*``),
+            or for a text longer than ``MAX_ARCH_CHARS``.
 
     >>> str(parse_arch("ir_r1_k3_s1_e6_c16_se0.25"))
     'stem_k3_s2_c32 mb_r1_k3_s1_e6_c16_se0.25 head_c1280'
     """
     if not isinstance(text, str):
         raise TypeError(f"an arch string must be a str, got {type(text).__name__}")
+    if len(text) > MAX_ARCH_CHARS:
+        raise ValueError(f"architecture string of {len(text):,} characters is too long "
+                         f"(at most {MAX_ARCH_CHARS:,}): {echo(text)}")
     tokens = text.split()
     if not tokens:
         raise ValueError("empty architecture string")
@@ -162,16 +204,16 @@ def parse_arch(text: str) -> Arch:
         kind = token.split("_", 1)[0]
         if kind == "stem":
             if i != 0:
-                raise ValueError(f"{token!r}: the stem must be the first token")
+                raise ValueError(f"{echo(token)}: the stem must be the first token")
             stem = Stem(**_parse_options(token, required=("k", "s", "c"), names={"k": "kernel", "s": "stride", "c": "channels"}))
         elif kind == "head":
             if i != len(tokens) - 1:
-                raise ValueError(f"{token!r}: the head must be the last token")
+                raise ValueError(f"{echo(token)}: the head must be the last token")
             head = Head(**_parse_options(token, required=("c",), names={"c": "channels"}))
         else:
             stages.append(_parse_stage(token))
     if not stages:
-        raise ValueError(f"no stage in architecture string {text!r}")
+        raise ValueError(f"no stage in architecture string {echo(text)}")
     return Arch(stem=stem, stages=tuple(stages), head=head)
 
 
@@ -183,7 +225,7 @@ def _parse_stage(token: str) -> Stage:
         block, skip = _TIMM_BLOCKS[kind]
     else:
         choices = ", ".join([*BLOCK_NAMES, *_TIMM_BLOCKS])
-        raise ValueError(f"unknown block type {kind!r} in token {token!r} (choose from {choices})")
+        raise ValueError(f"unknown block type {echo(kind)} in token {echo(token)} (choose from {choices})")
     flags = [part for part in token.split("_")[1:] if part in ("skip", "noskip")]
     if "noskip" in flags:
         skip = False
@@ -203,19 +245,47 @@ def _parse_options(text: str, *, required: tuple[str, ...], optional: tuple[str,
     for part in text.split("_")[1:]:
         match = _OPTION.match(part)
         if not match or match.group(1) not in (*required, *optional):
-            raise ValueError(f"cannot read {part!r} in token {token!r}")
+            raise ValueError(f"cannot read {echo(part)} in token {echo(token)}")
         key, raw = match.groups()
         if key in values:
-            raise ValueError(f"{key!r} given twice in token {token!r}")
+            raise ValueError(f"{key!r} given twice in token {echo(token)}")
+        if len(raw) > _MAX_NUMBER_CHARS:
+            raise ValueError(f"_{key} has a number of {len(raw):,} characters in token {echo(token)}")
         number = float(raw)
         values[key] = number if key in ("e", "se") else _as_int(number, part, token)
     missing = [k for k in required if k not in values]
     if missing:
-        raise ValueError(f"token {token!r} lacks {', '.join('_' + k for k in missing)}")
+        raise ValueError(f"token {echo(token)} lacks {', '.join('_' + k for k in missing)}")
     return {names[k]: v for k, v in values.items()}
 
 
 def _as_int(number: float, part: str, token: str) -> int:
     if not number.is_integer():
-        raise ValueError(f"{part!r} in token {token!r} must be a whole number")
+        raise ValueError(f"{echo(part)} in token {echo(token)} must be a whole number")
     return int(number)
+
+
+def read_arch_file(path: str | os.PathLike[str]) -> Arch:
+    """Read the arch string a file holds (at most ``MAX_ARCH_FILE_BYTES`` are read).
+
+    Raises:
+        ValueError: one line naming the file: a directory, a larger file, not UTF-8
+            text, or the arch string's own error.
+        OSError: when the file cannot be opened (missing, no permission).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory, not an arch file")
+    with path.open("rb") as fh:
+        data = fh.read(MAX_ARCH_FILE_BYTES + 1)
+    if len(data) > MAX_ARCH_FILE_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_ARCH_FILE_BYTES // 1024 ** 2} MB; an arch file holds "
+                         f"one arch string")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+    try:
+        return parse_arch(text)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None

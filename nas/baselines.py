@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from nas.arch import Arch, parse_arch
-from nas.scaling import V1_ROUND_LIMIT, V2_ROUND_LIMIT, scale_arch
+from nas.scaling import FAMILIES, scale_width_depth
 
 __all__ = ["Baseline", "baseline", "baseline_info", "baseline_names"]
 
@@ -65,7 +65,6 @@ _TABLE: dict[str, tuple[str, str, float, float, int, int, float]] = {
     "efficientnetv2_l": ("efficientnetv2", _V2_L, 1.0, 1.0, 384, 480, 0.4),
     "efficientnetv2_xl": ("efficientnetv2", _V2_XL, 1.0, 1.0, 384, 512, 0.4),
 }
-_ROUND_LIMIT = {"efficientnet": V1_ROUND_LIMIT, "efficientnetv2": V2_ROUND_LIMIT}
 
 
 def baseline_names() -> tuple[str, ...]:
@@ -79,7 +78,7 @@ def baseline_info(name: str) -> Baseline:
     if name not in _TABLE:
         raise ValueError(f"unknown baseline {name!r} (choose from {', '.join(_TABLE)})")
     family, base, width, depth, train_res, eval_res, dropout = _TABLE[name]
-    arch = scale_arch(parse_arch(base), width=width, depth=depth, round_limit=_ROUND_LIMIT[family])
+    arch = scale_width_depth(parse_arch(base), width=width, depth=depth, round_limit=FAMILIES[family])
     return Baseline(name, arch, train_res, eval_res, family, width, depth, dropout)
 
 

@@ -14,7 +14,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from nas.arch import Arch, Head, Stage, Stem, format_number, parse_arch
+from nas._echo import echo
+from nas.arch import MAX_CHANNELS, MAX_EXPANSION, MAX_KERNEL, MAX_REPEATS, Arch, Head, Stage, Stem, format_number, parse_arch
+from nas.yamlio import YamlError, parse_yaml, read_yaml
 
 __all__ = ["Decision", "StageSpace", "SearchSpace", "load_space", "shipped_spaces", "SpaceError"]
 
@@ -188,7 +190,7 @@ class SearchSpace:
         rng = _rng(rng_or_seed)
         values = self.to_decisions(arch)
         if not self.decisions:
-            raise ValueError(f"space {self.name!r} has a single architecture: nothing to mutate")
+            raise ValueError(f"space {echo(self.name)} has a single architecture: nothing to mutate")
         decision = rng.choice(self.decisions)
         values[decision.name] = rng.choice([c for c in decision.choices if c != values[decision.name]])
         return self.from_decisions(values)
@@ -206,38 +208,36 @@ def shipped_spaces() -> tuple[str, ...]:
 def load_space(name_or_path: str | Path) -> SearchSpace:
     """A shipped space by name (``tiny``, ``efficientnet``, ``efficientnetv2``) or a YAML file.
 
+    A file or folder of that name wins over a shipped space; the file is read with
+    :func:`nas.yamlio.read_yaml` (safe, bounded, duplicate keys refused).
+
     Raises:
         SpaceError: one line naming the file, stage and field that is wrong.
     """
-    import yaml
-
     text_name = str(name_or_path)
     path = Path(text_name)
-    if path.is_file():
-        source, text = str(path), _read_text(path)
-    elif text_name in shipped_spaces():
-        source = text_name
-        text = resources.files("search_spaces").joinpath(f"{text_name}.yaml").read_text(encoding="utf-8")
-    elif path.suffix in (".yaml", ".yml") or "/" in text_name:
-        raise SpaceError(f"{text_name}: no such file")
-    else:
-        raise SpaceError(f"no search space {text_name!r}: not a file and not a shipped space "
-                         f"(choose from {', '.join(shipped_spaces())})")
     try:
-        data = yaml.safe_load(text)  # safe_load: YAML tags never construct Python objects
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise SpaceError(f"{source}: invalid YAML{where}: {problem}") from None
+        if _exists(path) and not (path.is_dir() and text_name in shipped_spaces()):
+            source, data = str(path), read_yaml(path)
+        elif text_name in shipped_spaces():
+            source = text_name
+            text = resources.files("search_spaces").joinpath(f"{text_name}.yaml").read_text(encoding="utf-8")
+            data = parse_yaml(text, source=source)
+        elif path.suffix in (".yaml", ".yml") or "/" in text_name:
+            raise SpaceError(f"{echo(text_name)}: no such file")
+        else:
+            raise SpaceError(f"no search space {echo(text_name)}: not a file and not a shipped space "
+                             f"(choose from {', '.join(shipped_spaces())})")
+    except YamlError as err:
+        raise SpaceError(str(err)) from None
     return SearchSpace.from_dict(data, source=source)
 
 
-def _read_text(path: Path) -> str:
+def _exists(path: Path) -> bool:
     try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpaceError(f"{path}: cannot read: {err}") from None
+        return path.exists()
+    except OSError:  # e.g. a name too long for the file system: not a file, then
+        return False
 
 
 class _SpaceReader:
@@ -260,7 +260,10 @@ class _SpaceReader:
                 raise self.fail("", f"missing {key!r}")
         name = data["name"]
         if not isinstance(name, str) or not name:
-            raise self.fail("name", f"must be a non-empty string, got {name!r}")
+            raise self.fail("name", f"must be a non-empty string, got {echo(name)}")
+        for key in ("description", "baseline"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise self.fail(key, f"must be a string, got a {_kind(data[key])}")
         defaults = data.get("defaults") or {}
         if not isinstance(defaults, dict):
             raise self.fail("defaults", f"must be a mapping, got a {_kind(defaults)}")
@@ -269,12 +272,12 @@ class _SpaceReader:
         if not isinstance(stages, list) or not stages:
             raise self.fail("stages", "must be a non-empty list of stage mappings")
         stem, stem_kernel, stem_stride = self.stem(data.get("stem", 32))
-        head = self.ints(data.get("head", 1280), "head", "channels", minimum=1)
+        head = self.ints(data.get("head", 1280), "head", "channels", maximum=MAX_CHANNELS)
         space = SearchSpace(
-            name=name, description=str(data.get("description") or ""), stem=stem, stem_kernel=stem_kernel,
+            name=name, description=data.get("description") or "", stem=stem, stem_kernel=stem_kernel,
             stem_stride=stem_stride, head=head, source=self.source,
             stages=tuple(self.stage(i, s, defaults) for i, s in enumerate(stages, start=1)),
-            baseline=None if data.get("baseline") is None else str(data["baseline"]),
+            baseline=data.get("baseline"),
         )
         self.check_baseline(space)
         return space
@@ -288,19 +291,19 @@ class _SpaceReader:
             raise self.fail("baseline", str(err)) from None
         reason = space.mismatch(arch)
         if reason:
-            raise self.fail("baseline", f"{space.baseline!r} is not in the space: {reason}")
+            raise self.fail("baseline", f"{echo(space.baseline)} is not in the space: {reason}")
 
     def stem(self, value: Any) -> tuple[tuple[int, ...], int, int]:
         if isinstance(value, dict):
             self.unknown_keys(value, _STEM_KEYS, "stem")
-            kernel = self.one_int(value.get("kernel", 3), "stem", "kernel")
+            kernel = self.one_int(value.get("kernel", 3), "stem", "kernel", maximum=MAX_KERNEL)
             stride = self.one_int(value.get("stride", 2), "stem", "stride")
             if kernel % 2 == 0 or kernel < 1:
                 raise self.fail("stem", f"kernel {kernel} must be odd")
             if stride not in (1, 2):
                 raise self.fail("stem", f"stride {stride} not in [1, 2]")
-            return self.ints(value.get("channels", 32), "stem", "channels", minimum=1), kernel, stride
-        return self.ints(value, "stem", "channels", minimum=1), 3, 2
+            return self.ints(value.get("channels", 32), "stem", "channels", maximum=MAX_CHANNELS), kernel, stride
+        return self.ints(value, "stem", "channels", maximum=MAX_CHANNELS), 3, 2
 
     def stage(self, index: int, raw: Any, defaults: Mapping[str, Any]) -> StageSpace:
         where = f"stage {index}"
@@ -312,21 +315,22 @@ class _SpaceReader:
             if key not in spec:
                 raise self.fail(where, f"missing {key!r}")
         blocks = tuple(self.block(b, where) for b in self.choice_list(spec["block"], where, "block"))
-        for k in self.ints(spec["kernel"], where, "kernel", minimum=1):
+        kernels = self.ints(spec["kernel"], where, "kernel", maximum=MAX_KERNEL)
+        for k in kernels:
             if k % 2 == 0:
                 raise self.fail(where, f"kernel {k} must be odd (e.g. 3 or 5)")
         stride = self.one_int(spec["stride"], where, "stride")
         if stride not in (1, 2):
             raise self.fail(where, f"stride {stride} not in [1, 2]")
         se, se_by_block = self.se(spec.get("se", 0), where, blocks)
-        return StageSpace(index=index, channels=self.ints(spec["channels"], where, "channels", minimum=1),
-                          stride=stride, block=blocks, kernel=self.ints(spec["kernel"], where, "kernel", minimum=1),
+        return StageSpace(index=index, channels=self.ints(spec["channels"], where, "channels", maximum=MAX_CHANNELS),
+                          stride=stride, block=blocks, kernel=kernels,
                           expansion=self.numbers(spec["expansion"], where, "expansion"),
                           layers=self.layers(spec["layers"], where), se=se, se_by_block=se_by_block)
 
     def block(self, value: Any, where: str) -> str:
         if not isinstance(value, str) or value.lower() not in _BLOCK_ALIASES:
-            raise self.fail(where, f"block {value!r} unknown (choose from mbconv, fused_mbconv)")
+            raise self.fail(where, f"block {echo(value)} unknown (choose from mbconv, fused_mbconv)")
         return _BLOCK_ALIASES[value.lower()]
 
     def se(self, value: Any, where: str, blocks: tuple[str, ...]) -> tuple[tuple[float, ...], tuple[tuple[str, float], ...] | None]:
@@ -343,7 +347,7 @@ class _SpaceReader:
 
     def se_ratio(self, value: Any, where: str) -> float:
         if not _is_number(value) or not 0 <= value < 1:
-            raise self.fail(where, f"se {value!r} must be a ratio in [0, 1)")
+            raise self.fail(where, f"se {echo(value)} must be a ratio in [0, 1)")
         return float(value)
 
     def layers(self, value: Any, where: str) -> tuple[int, ...]:
@@ -351,34 +355,33 @@ class _SpaceReader:
             self.unknown_keys(value, ("min", "max"), f"{where}: layers")
             if "min" not in value or "max" not in value:
                 raise self.fail(where, "layers range needs both min and max")
-            lo, hi = (self.one_int(value[k], where, "layers") for k in ("min", "max"))
-            if lo < 1:
-                raise self.fail(where, f"layers {lo} must be >= 1")
+            lo, hi = (self.one_int(value[k], where, "layers", maximum=MAX_REPEATS) for k in ("min", "max"))
             if hi < lo:
                 raise self.fail(where, f"layers range min {lo} > max {hi}")
             return tuple(range(lo, hi + 1))
-        return self.ints(value, where, "layers", minimum=1)
+        return self.ints(value, where, "layers", maximum=MAX_REPEATS)
 
     def numbers(self, value: Any, where: str, name: str) -> tuple[float, ...]:
         out = []
         for v in self.choice_list(value, where, name):
             if not _is_number(v) or v <= 0:
-                raise self.fail(where, f"{name} {v!r} must be a number > 0")
+                raise self.fail(where, f"{name} {echo(v)} must be a number > 0")
+            if v > MAX_EXPANSION:
+                raise self.fail(where, f"{name} {format_number(v)} must be <= {MAX_EXPANSION}")
             out.append(int(v) if float(v).is_integer() else float(v))
         return _unique(out)
 
-    def ints(self, value: Any, where: str, name: str, *, minimum: int) -> tuple[int, ...]:
-        out = []
-        for v in self.choice_list(value, where, name):
-            v = self.one_int(v, where, name)
-            if v < minimum:
-                raise self.fail(where, f"{name} {v} must be >= {minimum}")
-            out.append(v)
-        return _unique(out)
+    def ints(self, value: Any, where: str, name: str, *, maximum: int) -> tuple[int, ...]:
+        return _unique([self.one_int(v, where, name, maximum=maximum) for v in self.choice_list(value, where, name)])
 
-    def one_int(self, value: Any, where: str, name: str) -> int:
+    def one_int(self, value: Any, where: str, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
+        """A whole number in [minimum, maximum]; the bounds are the arch string's (``nas.arch.MAX_*``)."""
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(where, f"{name} {value!r} must be a whole number")
+            raise self.fail(where, f"{name} {echo(value)} must be a whole number")
+        if value < minimum:
+            raise self.fail(where, f"{name} {value} must be >= {minimum}")
+        if maximum is not None and value > maximum:
+            raise self.fail(where, f"{name} {value} must be <= {maximum}")
         return value
 
     def choice_list(self, value: Any, where: str, name: str) -> list[Any]:
@@ -390,7 +393,7 @@ class _SpaceReader:
     def unknown_keys(self, data: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
         for key in data:
             if key not in allowed:
-                raise self.fail(where, f"unknown key {key!r} (allowed: {', '.join(allowed)})")
+                raise self.fail(where, f"unknown key {echo(key)} (allowed: {', '.join(allowed)})")
 
 
 def _resolve_arch(text: str) -> Arch:
