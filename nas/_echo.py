@@ -25,7 +25,12 @@ def clip(text: str, limit: int = ECHO_LIMIT) -> str:
 def echo(value: object, limit: int = ECHO_LIMIT) -> str:
     """``repr(value)`` clipped to ``limit`` characters, for quoting a user's value.
 
-    >>> echo("mb_r1"), echo(list(range(100)), 12)
-    ("'mb_r1'", '[0, 1, 2, 3,... (390 characters)')
+    A cut says how long the value was: a string's own length, else its ``repr``'s.
+
+    >>> echo("mb_r1"), echo("x" * 5000, 8), echo(list(range(100)), 12)
+    ("'mb_r1'", "'xxxxxxx... (5,000 characters)", '[0, 1, 2, 3,... (390 characters)')
     """
-    return clip(repr(value), limit)
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(value) if isinstance(value, str) else len(text):,} characters)"

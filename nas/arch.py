@@ -225,7 +225,8 @@ def _parse_stage(token: str) -> Stage:
         block, skip = _TIMM_BLOCKS[kind]
     else:
         choices = ", ".join([*BLOCK_NAMES, *_TIMM_BLOCKS])
-        raise ValueError(f"unknown block type {echo(kind)} in token {echo(token)} (choose from {choices})")
+        where = "" if kind == token else f" in token {echo(token)}"
+        raise ValueError(f"unknown block type {echo(kind)}{where} (choose from {choices})")
     flags = [part for part in token.split("_")[1:] if part in ("skip", "noskip")]
     if "noskip" in flags:
         skip = False

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
-from nas.arch import Arch, parse_arch
+from nas._echo import echo
+from nas.arch import Arch, parse_arch, read_arch_file
 from nas.scaling import FAMILIES, scale_width_depth
 
-__all__ = ["Baseline", "baseline", "baseline_info", "baseline_names"]
+__all__ = ["Baseline", "baseline", "baseline_info", "baseline_names", "resolve_arch"]
 
 _B0 = ("stem_k3_s2_c32 mb_r1_k3_s1_e1_c16_se0.25 mb_r2_k3_s2_e6_c24_se0.25 mb_r2_k5_s2_e6_c40_se0.25 "
        "mb_r3_k3_s2_e6_c80_se0.25 mb_r3_k5_s1_e6_c112_se0.25 mb_r4_k5_s2_e6_c192_se0.25 "
@@ -76,7 +78,7 @@ def baseline_names() -> tuple[str, ...]:
 def baseline_info(name: str) -> Baseline:
     """The :class:`Baseline` called ``name``; ``ValueError`` listing the names otherwise."""
     if name not in _TABLE:
-        raise ValueError(f"unknown baseline {name!r} (choose from {', '.join(_TABLE)})")
+        raise ValueError(f"unknown baseline {echo(name)} (choose from {', '.join(_TABLE)})")
     family, base, width, depth, train_res, eval_res, dropout = _TABLE[name]
     arch = scale_width_depth(parse_arch(base), width=width, depth=depth, round_limit=FAMILIES[family])
     return Baseline(name, arch, train_res, eval_res, family, width, depth, dropout)
@@ -85,3 +87,30 @@ def baseline_info(name: str) -> Baseline:
 def baseline(name: str) -> Arch:
     """The architecture of a named baseline, e.g. ``baseline("efficientnetv2_s")``."""
     return baseline_info(name).arch
+
+
+def resolve_arch(text: str) -> Arch:
+    """ARCH as users give it: a baseline name, an arch string, or a file holding one.
+
+    A single token names a file when one exists (read with
+    :func:`~nas.arch.read_arch_file`), a baseline when it starts with ``efficientnet``
+    (an unknown one lists the names), else it is an arch string.
+
+    Raises:
+        ValueError: one line naming the bad token, baseline or file.
+    """
+    if text in _TABLE:
+        return baseline(text)
+    if len(text.split()) == 1:
+        if _exists(Path(text)):
+            return read_arch_file(text)
+        if text.startswith("efficientnet"):
+            return baseline(text)  # raises: unknown baseline, listing the names
+    return parse_arch(text)
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long for the file system is an arch string, not a file
+        return False

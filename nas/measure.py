@@ -9,6 +9,13 @@ host, and the measurement holds the device exclusively (a per-device reader/writ
 lock that trainers hold shared) so that S is never measured while another trial
 trains on the same device.
 
+The cache is a file anyone can damage, so it is not trusted: an unreadable file, or an
+entry whose figures no real training step can produce (not finite, under
+``MIN_STEP_TIME``, percentiles out of order), is ignored with one line on stderr and S
+is measured again. A measurement whose spread says the device was busy is returned,
+flagged ``busy``, but never cached. Notices go through the ``nas.measure`` logger: one
+plain line each (Python prints a warning of an unconfigured logger as its bare message).
+
 Example:
     >>> import torch.nn as nn
     >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
@@ -24,12 +31,13 @@ import contextlib
 import copy
 import dataclasses
 import json
+import logging
+import math
 import os
 import platform
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas._echo import clip
+
 try:  # POSIX only; elsewhere the locks degrade to no-ops (see _FileLock)
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -47,6 +57,7 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = [
     "DTYPES",
+    "MIN_STEP_TIME",
     "StepTime",
     "StepTimeCache",
     "device_fingerprint",
@@ -58,10 +69,13 @@ __all__ = [
 #: Accepted values of ``measure_step_time(dtype=...)``.
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
+#: Seconds below which no training step of a real network runs (a launch alone takes
+#: microseconds); a cached S under it is damage, not a measurement.
+MIN_STEP_TIME = 1e-6
+
+_log = logging.getLogger(__name__)
 _CACHE_VERSION = 1
 _POLL_S = 0.02
-# p90/p10 above which a measurement is reported as taken on a busy device.
-_BUSY_SPREAD = 2.0
 
 
 # --------------------------------------------------------------------------- result
@@ -87,6 +101,8 @@ class StepTime:
             state, activations), bytes; None off CUDA.
         exclusive: True when the device was held exclusively while measuring.
         cached: True when the figures come from the cache, not a fresh measurement.
+        busy: True when the steps' spread (p90/p10 above ``max_spread``) says another
+            process competed for the device, so S may not repeat; never cached.
     """
 
     step_time: float
@@ -100,6 +116,7 @@ class StepTime:
     peak_memory: int | None
     exclusive: bool
     cached: bool = False
+    busy: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the fields as a JSON-ready dict."""
@@ -133,7 +150,25 @@ class StepTime:
             peak_memory=None if data["peak_memory"] is None else int(data["peak_memory"]),
             exclusive=bool(data["exclusive"]),
             cached=bool(data.get("cached", False)),
+            busy=bool(data.get("busy", False)),
         )
+
+    def implausible(self) -> str | None:
+        """Why these figures cannot be a real, repeatable measurement; None when they can."""
+        times = {"step_time": self.step_time, "step_time_p10": self.step_time_p10,
+                 "step_time_p90": self.step_time_p90, "inference_latency": self.inference_latency}
+        for name, value in times.items():
+            if not math.isfinite(value) or value <= 0:
+                return f"{name} is {value!r}"
+        if self.step_time_p10 < MIN_STEP_TIME:
+            return f"step_time_p10 of {self.step_time_p10:.3g} s is below {MIN_STEP_TIME:g} s"
+        if not self.step_time_p10 <= self.step_time <= self.step_time_p90:
+            return "percentiles out of order (p10 <= median <= p90 fails)"
+        if self.repeats < 1:
+            return f"repeats is {self.repeats}"
+        if self.busy:
+            return "measured on a busy device"
+        return None
 
 
 # --------------------------------------------------------------------- fingerprint
@@ -348,8 +383,8 @@ def exclusive_device(device: torch.device | str, *, timeout: float | None = None
     if not (gate.open() and lock.open()):
         gate.release()
         lock.release()
-        warnings.warn(f"device lock {path} unavailable; measuring without holding the "
-                      f"device exclusively", RuntimeWarning, stacklevel=3)
+        _log.warning("nas: device lock %s unavailable; measuring without holding the device "
+                     "exclusively", path)
         yield False
         return
     try:
@@ -424,8 +459,9 @@ class StepTimeCache:
     Keyed by (cache key — the canonical arch string —, device fingerprint, batch,
     resolution, classes). Reads and writes take an ``fcntl`` lock on a side file and
     writes go through a temp file and ``os.replace``, so concurrent workers never
-    see a half-written file. A corrupt file is ignored with a warning and replaced
-    on the next write.
+    see a half-written file. An unreadable file, or an implausible entry (see
+    `StepTime.implausible`), is ignored with one line on stderr; the next write
+    replaces the file with its valid entries only.
 
     Example:
         >>> import tempfile, os
@@ -464,23 +500,19 @@ class StepTimeCache:
         else:  # read-only place or no fcntl: atomic replace still protects readers
             yield
 
-    def _read(self) -> dict[str, Any]:
+    def _read(self, *, quiet: bool = False) -> dict[str, Any]:
+        """The entries on disk; {} for a missing or unreadable file (told unless ``quiet``)."""
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return {}
-        except OSError as exc:
-            warnings.warn(f"step-time cache {self.path} unreadable ({exc}); ignoring it",
-                          RuntimeWarning, stacklevel=4)
-            return {}
-        try:
-            data = json.loads(text)
+            data = json.loads(self.path.read_bytes().decode("utf-8"))
             entries = data["entries"]
             if not isinstance(entries, dict) or data.get("version") != _CACHE_VERSION:
                 raise ValueError("unexpected layout")
-        except (ValueError, KeyError, TypeError) as exc:
-            warnings.warn(f"step-time cache {self.path} is corrupt ({exc}); ignoring it",
-                          RuntimeWarning, stacklevel=4)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # ValueError: bad UTF-8 and bad JSON
+            if not quiet:
+                _log.warning("nas: step-time cache %s is unreadable (%s); measuring again",
+                             self.path, _short(exc))
             return {}
         return entries
 
@@ -489,32 +521,41 @@ class StepTimeCache:
         """Looks a measurement up.
 
         Returns:
-            The stored `StepTime` with ``cached=True``, or None on a miss (or an
-            unreadable entry, which is warned about).
+            The stored `StepTime` with ``cached=True``, or None on a miss, an unreadable
+            file or an implausible entry (each told in one line).
         """
         with self._locked(shared=True):
             entries = self._read()
-        raw = entries.get(self.key(cache_key, fingerprint, batch, resolution, num_classes))
-        if raw is None:
+        key = self.key(cache_key, fingerprint, batch, resolution, num_classes)
+        if key not in entries:
             return None
         try:
-            return dataclasses.replace(StepTime.from_dict(raw), cached=True)
-        except (ValueError, KeyError, TypeError) as exc:
-            warnings.warn(f"step-time cache {self.path}: bad entry ({exc}); ignoring it",
-                          RuntimeWarning, stacklevel=2)
+            result = _trusted_entry(key, entries[key])
+        except ValueError as exc:
+            _log.warning("nas: step-time cache %s: ignoring an entry (%s); measuring again", self.path, exc)
             return None
+        return dataclasses.replace(result, cached=True)
 
     def put(self, cache_key: str, fingerprint: str, result: StepTime, *,
             num_classes: int | None = None) -> None:
         """Stores a measurement under (cache_key, fingerprint, its batch, resolution).
 
         Other processes' entries written meanwhile are kept: the file is re-read
-        under the exclusive lock and merged.
+        under the exclusive lock and merged; entries that fail
+        `StepTime.implausible` are dropped, and an unreadable file is replaced.
+
+        Raises:
+            ValueError: When ``result`` itself is implausible (e.g. flagged busy).
+            OSError: When the file cannot be written.
         """
+        reason = result.implausible()
+        if reason is not None:
+            raise ValueError(f"refusing to cache a step time: {reason}")
         key = self.key(cache_key, fingerprint, result.batch, result.resolution, num_classes)
         entry = dataclasses.replace(result, cached=False).to_dict()
         with self._locked(shared=False):
-            entries = self._read()
+            # Quiet: the reader that found the damage has said so, and this write repairs it.
+            entries = {k: v for k, v in self._read(quiet=True).items() if _is_trusted(k, v)}
             entries[key] = entry
             payload = json.dumps({"version": _CACHE_VERSION, "entries": entries},
                                  indent=1, sort_keys=True)
@@ -530,6 +571,39 @@ class StepTimeCache:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
+
+
+def _trusted_entry(key: str, raw: Any) -> StepTime:
+    """The `StepTime` a cache entry holds; ValueError saying why it cannot be trusted."""
+    try:
+        result = StepTime.from_dict(raw)
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+        raise ValueError(f"bad entry: {_short(exc)}") from None
+    reason = result.implausible()
+    if reason is not None:
+        raise ValueError(reason)
+    try:
+        _, fingerprint, batch, resolution, _ = json.loads(key)
+    except (ValueError, TypeError):
+        raise ValueError("bad key") from None
+    if (result.device, result.batch, result.resolution) != (fingerprint, batch, resolution):
+        raise ValueError("its device, batch or resolution differs from its key")
+    return result
+
+
+def _is_trusted(key: str, raw: Any) -> bool:
+    try:
+        _trusted_entry(key, raw)
+    except ValueError:
+        return False
+    return True
+
+
+def _short(exc: BaseException) -> str:
+    """An exception as a short phrase (a decode error would quote the bad bytes)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return clip(" ".join(str(exc).split()) or type(exc).__name__)
 
 
 # --------------------------------------------------------------------- measurement
@@ -594,7 +668,7 @@ def _time_steps(step: Callable[[], None], dev: torch.device, *, repeats: int,
 
 
 def _validate(batch: int, resolution: int, num_classes: int, warmup: int, repeats: int,
-              min_time: float) -> None:
+              min_time: float, max_spread: float) -> None:
     for name, value, low in (("batch", batch, 1), ("resolution", resolution, 1),
                              ("num_classes", num_classes, 1), ("warmup", warmup, 0),
                              ("repeats", repeats, 1)):
@@ -602,6 +676,8 @@ def _validate(batch: int, resolution: int, num_classes: int, warmup: int, repeat
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if not min_time >= 0:
         raise ValueError(f"min_time must be >= 0 seconds, got {min_time!r}")
+    if not max_spread >= 1:
+        raise ValueError(f"max_spread must be >= 1 (a ratio p90/p10), got {max_spread!r}")
 
 
 def measure_step_time(model: nn.Module, *, batch: int, resolution: int, num_classes: int,
@@ -609,7 +685,7 @@ def measure_step_time(model: nn.Module, *, batch: int, resolution: int, num_clas
                       channels_last: bool | None = None, warmup: int = 3,
                       repeats: int = 15, cache: StepTimeCache | None = None,
                       cache_key: str | None = None, exclusive: bool = True,
-                      min_time: float = 3.0, max_repeats: int = 500,
+                      min_time: float = 3.0, max_repeats: int = 500, max_spread: float = 2.0,
                       lock_dir: str | os.PathLike[str] | None = None) -> StepTime:
     """Measures S: the seconds of one full training step of ``model`` on ``device``.
 
@@ -619,6 +695,11 @@ def measure_step_time(model: nn.Module, *, batch: int, resolution: int, num_clas
     ``warmup`` untimed steps, at least ``repeats`` steps are timed and more until
     ``min_time`` seconds have been timed. Also timed: one eval-mode forward under
     ``torch.no_grad`` (``inference_latency``), and on CUDA the peak memory.
+
+    A cache hit is served only when its figures are plausible (`StepTime.implausible`);
+    otherwise S is measured again. A measurement whose p90/p10 exceeds ``max_spread`` is
+    returned with ``busy=True`` and one line on stderr, and is not cached: a later run
+    measures again rather than reuse a figure another process distorted.
 
     Args:
         model: The network; it must map (N, 3, R, R) images to (N, num_classes).
@@ -637,6 +718,8 @@ def measure_step_time(model: nn.Module, *, batch: int, resolution: int, num_clas
             measuring, so no trial trains on it meanwhile.
         min_time: Keep timing steps until this many seconds are timed.
         max_repeats: Upper bound on timed steps.
+        max_spread: p90/p10 of the timed steps above which the device counts as busy
+            (a quiet device times steps within a few percent of each other).
         lock_dir: Folder of the device lock files; default the system temp folder.
 
     Returns:
@@ -647,7 +730,7 @@ def measure_step_time(model: nn.Module, *, batch: int, resolution: int, num_clas
             repeat count.
         torch.cuda.OutOfMemoryError: When a step does not fit on the device.
     """
-    _validate(batch, resolution, num_classes, warmup, repeats, min_time)
+    _validate(batch, resolution, num_classes, warmup, repeats, min_time, max_spread)
     if max_repeats < repeats:
         raise ValueError(f"max_repeats ({max_repeats}) must be >= repeats ({repeats})")
     dev = _resolve_device(device)
@@ -669,20 +752,19 @@ def measure_step_time(model: nn.Module, *, batch: int, resolution: int, num_clas
         result = _measure(model, dev=dev, compute_dtype=compute_dtype,
                           channels_last=channels_last, batch=batch, resolution=resolution,
                           num_classes=num_classes, warmup=warmup, repeats=repeats,
-                          min_time=min_time, max_repeats=max_repeats,
+                          min_time=min_time, max_repeats=max_repeats, max_spread=max_spread,
                           fingerprint=fingerprint, exclusive=bool(held))
-    if use_cache:
+    if use_cache and not result.busy:
         try:
             cache.put(cache_key, fingerprint, result, num_classes=num_classes)
         except OSError as exc:  # a read-only or full disk costs a re-measure, not the trial
-            warnings.warn(f"could not write step-time cache {cache.path}: {exc}",
-                          RuntimeWarning, stacklevel=2)
+            _log.warning("nas: could not write step-time cache %s (%s)", cache.path, _short(exc))
     return result
 
 
 def _measure(model: nn.Module, *, dev: torch.device, compute_dtype: torch.dtype,
              channels_last: bool, batch: int, resolution: int, num_classes: int,
-             warmup: int, repeats: int, min_time: float, max_repeats: int,
+             warmup: int, repeats: int, min_time: float, max_repeats: int, max_spread: float,
              fingerprint: str, exclusive: bool) -> StepTime:
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     autocast = compute_dtype != torch.float32
@@ -755,13 +837,13 @@ def _measure(model: nn.Module, *, dev: torch.device, compute_dtype: torch.dtype,
     p10, median, p90 = (float(x) for x in np.percentile(arr, [10, 50, 90]))
     # Interpolated percentiles are ordered already; clamp guards float round-off.
     p10, p90 = min(p10, median), max(p90, median)
-    if p10 > 0 and p90 / p10 > _BUSY_SPREAD:
-        # A quiet device times steps within a few percent of each other; a wide
-        # spread means another process competes for it (on CPU, OpenMP threads
-        # stall each other), so this S may not repeat.
-        warnings.warn(f"step times spread widely (p10 {p10 * 1e3:.1f} ms, p90 "
-                      f"{p90 * 1e3:.1f} ms): device {fingerprint} looks busy; S may not "
-                      f"be repeatable", RuntimeWarning, stacklevel=3)
+    # A quiet device times steps within a few percent of each other; a wide spread
+    # means another process competes for it (on CPU, OpenMP threads stall each
+    # other), so this S may not repeat.
+    busy = not (p10 > 0 and p90 / p10 <= max_spread)
+    if busy:
+        _log.warning("nas: step times spread widely (p10 %.3g ms, p90 %.3g ms): the device looks busy; "
+                     "S may not repeat and is not cached", p10 * 1e3, p90 * 1e3)
     return StepTime(
         step_time=median,
         step_time_p10=p10,
@@ -773,4 +855,5 @@ def _measure(model: nn.Module, *, dev: torch.device, compute_dtype: torch.dtype,
         inference_latency=float(np.median(np.asarray(eval_times, dtype=np.float64))),
         peak_memory=peak,
         exclusive=exclusive,
+        busy=busy,
     )

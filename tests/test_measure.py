@@ -1,12 +1,14 @@
-"""S measurement: statistics, fingerprint, model untouched, cache, device lock."""
+"""S measurement: statistics, fingerprint, model untouched, cache (and its damage), device lock."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import os
 import subprocess
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 from nas.measure import (
+    MIN_STEP_TIME,
     StepTime,
     StepTimeCache,
     device_fingerprint,
@@ -24,10 +27,12 @@ from nas.measure import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-# A tiny net's millisecond steps jitter widely; that warning is tested on its own.
-pytestmark = pytest.mark.filterwarnings("ignore:step times spread widely:RuntimeWarning")
+# A tiny net's millisecond steps jitter widely: no spread counts as busy here, or nothing
+# would be cached (the busy check is tested on its own).
 FAST = dict(batch=4, resolution=16, num_classes=10, device="cpu", warmup=1, repeats=3,
-            min_time=0.0)
+            min_time=0.0, max_spread=math.inf)
+GOOD = StepTime(step_time=1.0, step_time_p10=0.9, step_time_p90=1.1, device="d", batch=1, resolution=8,
+                repeats=3, inference_latency=0.1, peak_memory=None, exclusive=True)
 
 
 def tiny_net() -> nn.Module:
@@ -74,8 +79,7 @@ def test_summary_statistics_exact(monkeypatch: pytest.MonkeyPatch, lock_dir: Pat
 
     times = iter([[0.1 * i for i in range(10, 0, -1)], [0.05] * 3])  # train, then eval
     monkeypatch.setattr(nas.measure, "_time_steps", lambda *a, **k: next(times))
-    with pytest.warns(RuntimeWarning, match="spread widely"):
-        st = measure_step_time(tiny_net(), **FAST, lock_dir=lock_dir)
+    st = measure_step_time(tiny_net(), **FAST, lock_dir=lock_dir)
     assert st.step_time == pytest.approx(0.55)
     assert st.step_time_p10 == pytest.approx(0.19)
     assert st.step_time_p90 == pytest.approx(0.91)
@@ -182,15 +186,13 @@ def test_cache_read_creates_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "absent").exists()
 
 
-@pytest.mark.filterwarnings("ignore:step-time cache .* unreadable:RuntimeWarning")
-def test_unwritable_cache_warns(tmp_path: Path, lock_dir: Path) -> None:
+def test_unwritable_cache_warns(tmp_path: Path, lock_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     cache = StepTimeCache(blocker / "st.json")  # its folder is a file: every write fails
-    with pytest.warns(RuntimeWarning, match="could not write"):
-        st = measure_step_time(tiny_net(), **FAST, cache=cache, cache_key="a",
-                               lock_dir=lock_dir)
+    st = measure_step_time(tiny_net(), **FAST, cache=cache, cache_key="a", lock_dir=lock_dir)
     assert not st.cached
+    assert notices(caplog)[-1].startswith(f"nas: could not write step-time cache {cache.path} (")
 
 
 def test_no_cache_key_no_caching(tmp_path: Path, lock_dir: Path) -> None:
@@ -200,25 +202,113 @@ def test_no_cache_key_no_caching(tmp_path: Path, lock_dir: Path) -> None:
     assert not cache.path.exists()
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"version": 1, "entries": []}', "[1, 2]", ""])
-def test_corrupt_cache_is_ignored(tmp_path: Path, lock_dir: Path, content: str) -> None:
+def notices(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The lines the measurement told the user (the logger's bare messages)."""
+    return [r.getMessage() for r in caplog.records if r.name == "nas.measure"]
+
+
+@pytest.mark.parametrize("content", [b"{not json", b'{"version": 1, "entries": []}', b"[1, 2]", b"",
+                                     os.urandom(3000), b"\xff\xfe garbage"])
+def test_unreadable_cache_is_measured_again_and_rewritten(tmp_path: Path, lock_dir: Path, content: bytes,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
     cache = StepTimeCache(tmp_path / "st.json")
-    cache.path.write_text(content)
-    with pytest.warns(RuntimeWarning, match="corrupt"):
-        st = measure_step_time(tiny_net(), **FAST, cache=cache, cache_key="a",
-                               lock_dir=lock_dir)
+    cache.path.write_bytes(content)
+    st = measure_step_time(tiny_net(), **FAST, cache=cache, cache_key="a", lock_dir=lock_dir)
     assert not st.cached
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the file was rewritten whole
-        assert measure_step_time(tiny_net(), **FAST, cache=cache, cache_key="a",
-                                 lock_dir=lock_dir).cached
+    lines = notices(caplog)
+    assert len(lines) == 1 and lines[0].startswith(f"nas: step-time cache {cache.path} is unreadable (")
+    assert lines[0].endswith("); measuring again") and "\n" not in lines[0]
+    caplog.clear()
+    assert measure_step_time(tiny_net(), **FAST, cache=cache, cache_key="a", lock_dir=lock_dir).cached
+    assert notices(caplog) == []  # the file was rewritten whole
+    assert list(json.loads(cache.path.read_text())["entries"].values()) == [st.to_dict()]
+
+
+def test_binary_cache_names_the_problem(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cache = StepTimeCache(tmp_path / "st.json")
+    cache.path.write_bytes(b"\x80" * 3000)
+    assert cache.get("a", "d", batch=1, resolution=8) is None
+    assert notices(caplog) == [f"nas: step-time cache {cache.path} is unreadable (not UTF-8 text); measuring again"]
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"step_time": 1e-9, "step_time_p10": 1e-9, "step_time_p90": 1e-9}, "step_time_p10 of 1e-09 s is below 1e-06 s"),
+    ({"step_time": 0.0}, "step_time is 0.0"),
+    ({"step_time": -1.0}, "step_time is -1.0"),
+    ({"step_time": float("nan")}, "step_time is nan"),
+    ({"step_time_p90": float("inf")}, "step_time_p90 is inf"),
+    ({"step_time": 2.0}, "percentiles out of order (p10 <= median <= p90 fails)"),
+    ({"step_time_p10": 1.05}, "percentiles out of order (p10 <= median <= p90 fails)"),
+    ({"inference_latency": 0.0}, "inference_latency is 0.0"),
+    ({"busy": True}, "measured on a busy device"),
+    ({"batch": 2}, "its device, batch or resolution differs from its key"),
+    ({"step_time": "fast"}, "bad entry: could not convert string to float: 'fast'"),
+])
+def test_implausible_entries_are_not_served(tmp_path: Path, change: dict, reason: str,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    cache = StepTimeCache(tmp_path / "st.json")
+    cache.put("a", "d", GOOD)
+    cache.put("b", "d", GOOD)
+    data = json.loads(cache.path.read_text())
+    data["entries"][cache.key("a", "d", 1, 8)] |= change
+    cache.path.write_text(json.dumps(data))  # json writes NaN and Infinity, as a damaged file may hold
+    assert cache.get("a", "d", batch=1, resolution=8) is None
+    assert notices(caplog) == [f"nas: step-time cache {cache.path}: ignoring an entry ({reason}); measuring again"]
+    # The next write keeps the good entry and drops the bad one.
+    cache.put("c", "d", GOOD)
+    assert set(json.loads(cache.path.read_text())["entries"]) == {cache.key(k, "d", 1, 8) for k in "bc"}
+
+
+def test_the_smallest_plausible_step_is_served(tmp_path: Path) -> None:
+    cache = StepTimeCache(tmp_path / "st.json")
+    fast = dataclasses.replace(GOOD, step_time=MIN_STEP_TIME, step_time_p10=MIN_STEP_TIME,
+                               step_time_p90=MIN_STEP_TIME, inference_latency=MIN_STEP_TIME)
+    cache.put("a", "d", fast)
+    assert cache.get("a", "d", batch=1, resolution=8) == dataclasses.replace(fast, cached=True)
+    with pytest.raises(ValueError, match="refusing to cache a step time: step_time_p10 of 1e-07 s"):
+        cache.put("b", "d", dataclasses.replace(fast, step_time_p10=1e-7))
+
+
+def test_poisoned_cache_is_measured_again(tmp_path: Path, lock_dir: Path) -> None:
+    # What reliability.sh does: every step_time* field of every entry set to 1 ns.
+    cache = StepTimeCache(tmp_path / "st.json")
+    first = measure_step_time(tiny_net(), **FAST, cache=cache, cache_key="a", lock_dir=lock_dir)
+    data = json.loads(cache.path.read_text())
+    for entry in data["entries"].values():
+        entry.update({k: 1e-9 for k in entry if k.startswith("step_time")})
+    cache.path.write_text(json.dumps(data))
+    again = measure_step_time(tiny_net(), **FAST, cache=cache, cache_key="a", lock_dir=lock_dir)
+    assert not again.cached and again.step_time > MIN_STEP_TIME and again.device == first.device
+    assert measure_step_time(tiny_net(), **FAST, cache=cache, cache_key="a", lock_dir=lock_dir).cached
+
+
+def test_busy_measurement_is_returned_but_not_cached(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                     lock_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import nas.measure
+
+    spread = [0.1 * i for i in range(10, 0, -1)]  # p10 0.19 s, p90 0.91 s: 4.8x
+    monkeypatch.setattr(nas.measure, "_time_steps", lambda *a, **k: list(spread))
+    cache = StepTimeCache(tmp_path / "st.json")
+    st = measure_step_time(tiny_net(), **(FAST | dict(max_spread=2.0)), cache=cache, cache_key="a",
+                           lock_dir=lock_dir)
+    assert st.busy and st.step_time == pytest.approx(0.55) and not cache.path.exists()
+    assert notices(caplog) == ["nas: step times spread widely (p10 190 ms, p90 910 ms): the device looks busy; "
+                               "S may not repeat and is not cached"]
+    calm = measure_step_time(tiny_net(), **(FAST | dict(max_spread=5.0)), cache=cache, cache_key="a",
+                             lock_dir=lock_dir)
+    assert not calm.busy and not calm.cached and cache.path.exists()
+
+
+def test_a_notice_is_one_plain_line_on_stderr() -> None:
+    # No Python warning machinery (no "RuntimeWarning:", no source line): the bare message.
+    code = "import nas.measure as m; m._log.warning('nas: step times spread widely: %s', 'x')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stderr == "nas: step times spread widely: x\n"
 
 
 def test_cache_concurrent_writers_keep_every_entry(tmp_path: Path) -> None:
     cache = StepTimeCache(tmp_path / "st.json")
-    template = StepTime(step_time=1.0, step_time_p10=0.9, step_time_p90=1.1, device="d",
-                        batch=1, resolution=8, repeats=3, inference_latency=0.1,
-                        peak_memory=None, exclusive=True)
+    template = GOOD
 
     def writer(worker: int) -> None:
         for i in range(10):
