@@ -28,6 +28,11 @@ _EXPORTS = {
     "RewardSpec": "nas.reward",
     "evaluate": "nas.evaluate",
     "load_exported": "nas.export",
+    "ScaledArch": "nas.scaling",
+    "scale_arch": "nas.scaling",
+    "resolve_arch": "nas.baselines",
+    "read_yaml": "nas.yamlio",
+    "rank_agreement": "nas.rank_stats",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
