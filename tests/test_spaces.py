@@ -111,6 +111,15 @@ HEADER = "name: x\nstem: 32\nhead: 1280\nstages:\n"
      "stage 1: unknown key 'colour'"),
     ("channels: 24, stride: 1, block: [mbconv], kernel: [3], expansion: [1], layers: {min: 3, max: 2}",
      "stage 1: layers range min 3 > max 2"),
+    # Bounds of the arch string, checked before a range is spelled out.
+    ("channels: 24, stride: 1, block: [mbconv], kernel: [3], expansion: [1], layers: {min: 1, max: 1000000000}",
+     "stage 1: layers 1000000000 must be <= 1000"),
+    ("channels: 99999, stride: 1, block: [mbconv], kernel: [3], expansion: [1], layers: [1]",
+     "stage 1: channels 99999 must be <= 16384"),
+    ("channels: 24, stride: 1, block: [mbconv], kernel: [33], expansion: [1], layers: [1]",
+     "stage 1: kernel 33 must be <= 31"),
+    ("channels: 24, stride: 1, block: [mbconv], kernel: [3], expansion: [64], layers: [1]",
+     "stage 1: expansion 64 must be <= 32"),
 ])
 def test_bad_stage_fields(tmp_path, stage, message):
     path = tmp_path / "space.yaml"
@@ -128,6 +137,9 @@ def test_bad_stage_fields(tmp_path, stage, message):
     ("name: x\nstages: [\n", "invalid YAML at line 3"),
     ("name: x\n", "missing 'stages'"),
     ("name: x\nstages: []\ncolour: 1\n", "unknown key 'colour'"),
+    ("name: a\nname: b\nstages: []\n", "duplicate key 'name' at line 2 \\(first at line 1\\)"),
+    ("name: x\ndescription: [1, 2]\nstages: []\n", "description: must be a string, got a list"),
+    ("name: x\nbaseline: {a: 1}\nstages: []\n", "baseline: must be a string, got a dict"),
 ])
 def test_bad_files(tmp_path, text, message):
     path = tmp_path / "space.yaml"
@@ -141,3 +153,37 @@ def test_missing_file_and_unknown_name(tmp_path):
         load_space(str(tmp_path / "nope.yaml"))
     with pytest.raises(SpaceError, match="choose from efficientnet, efficientnetv2, tiny"):
         load_space("nope")
+
+
+def bomb() -> str:
+    levels = ['&a ["x","x","x","x","x","x","x","x","x"]']
+    levels += [f'&{chr(97 + i)} [' + ",".join([f"*{chr(96 + i)}"] * 9) + "]" for i in range(1, 9)]
+    return "[" + ", ".join(levels) + "]"
+
+
+def test_alias_bomb_in_a_field_is_refused(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text("name: bomb\ndescription: " + bomb() + "\nstem: 16\nhead: 64\nstages:\n"
+                    "  - {block: mbconv, kernel: 3, expansion: 1, channels: 16, stride: 1, layers: 1}\n")
+    with pytest.raises(SpaceError) as err:
+        load_space(str(path))
+    assert str(err.value) == f"{path}: YAML aliases expand to more than 100,000 extra nodes (line 2); refusing an alias bomb"
+
+
+def test_directory_and_binary_file(tmp_path):
+    with pytest.raises(SpaceError, match=f"^{tmp_path}: is a directory, not a YAML file$"):
+        load_space(str(tmp_path))
+    path = tmp_path / "space.yaml"
+    path.write_bytes(bytes(range(128, 256)) * 10)
+    with pytest.raises(SpaceError, match="not UTF-8 text$"):
+        load_space(str(path))
+
+
+def test_long_bad_values_are_clipped(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(HEADER + "  - {channels: 24, stride: 1, block: [" + "w" * 100_000 + "], kernel: [3], "
+                    "expansion: [1], layers: [1]}\n")
+    with pytest.raises(SpaceError) as err:
+        load_space(str(path))
+    assert "... (100,000 characters) unknown (choose from mbconv, fused_mbconv)" in str(err.value)
+    assert len(str(err.value)) < 300
