@@ -12,7 +12,8 @@ from dataclasses import dataclass, replace
 
 from nas.arch import Arch, Head, Stem, format_number
 
-__all__ = ["V1_ROUND_LIMIT", "V2_ROUND_LIMIT", "FAMILIES", "ALPHA", "BETA", "GAMMA", "RESOLUTION_DIVISOR",
+__all__ = ["V1_ROUND_LIMIT", "V2_ROUND_LIMIT", "FAMILIES", "ALPHA", "BETA", "GAMMA", "MAX_RESOLUTION",
+           "RESOLUTION_DIVISOR",
            "ScaledArch", "arch_family", "make_divisible", "scale_depth", "scale_resolution",
            "scale_width_depth", "scale_arch"]
 
@@ -26,6 +27,9 @@ FAMILIES = {"efficientnet": V1_ROUND_LIMIT, "efficientnetv2": V2_ROUND_LIMIT}
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15
 #: A scaled resolution is a multiple of this (as channels are of 8).
 RESOLUTION_DIVISOR = 8
+#: The largest input resolution accepted anywhere (B7 uses 600); far larger inputs
+#: overflow torch's size arithmetic even on the meta device.
+MAX_RESOLUTION = 8192
 # Depth rounds up, but a product that floating point puts a hair above a whole number
 # (25 x 2.2 = 55.00000000000001) means that whole number, not the next one.
 _DEPTH_EPS = 1e-9
@@ -186,6 +190,9 @@ def scale_arch(arch: Arch, *, phi: float | None = None, alpha: float = ALPHA, be
         pixels = base_resolution if resolution is None else resolution
     if max_resolution is not None:
         pixels = min(pixels, max_resolution)  # EfficientNetV2 caps its largest models at 480
+    if pixels > MAX_RESOLUTION:
+        raise ValueError(f"scaling by {how} gives resolution {pixels:,}, above {MAX_RESOLUTION}; "
+                         f"lower it or cap it with max_resolution")
     return ScaledArch(arch=scaled, resolution=pixels, width=width_mult, depth=depth_mult, family=family)
 
 
@@ -199,5 +206,5 @@ def _check_number(name: str, value: float, *, low: float, inclusive: bool) -> No
 
 
 def _check_pixels(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a whole number of pixels >= 1, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RESOLUTION:
+        raise ValueError(f"{name} must be a whole number of pixels in [1, {MAX_RESOLUTION}], got {value!r}")
