@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from nas._echo import echo
+from nas._echo import clip, echo
 from nas.arch import MAX_CHANNELS, MAX_EXPANSION, MAX_KERNEL, MAX_REPEATS, Arch, Head, Stage, Stem, format_number, parse_arch
 from nas.yamlio import YamlError, parse_yaml, read_yaml
 
@@ -224,7 +224,7 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
             text = resources.files("search_spaces").joinpath(f"{text_name}.yaml").read_text(encoding="utf-8")
             data = parse_yaml(text, source=source)
         elif path.suffix in (".yaml", ".yml") or "/" in text_name:
-            raise SpaceError(f"{echo(text_name)}: no such file")
+            raise SpaceError(f"{clip(text_name)}: no such file")
         else:
             raise SpaceError(f"no search space {echo(text_name)}: not a file and not a shipped space "
                              f"(choose from {', '.join(shipped_spaces())})")
