@@ -85,3 +85,21 @@ def test_unreadable_files_are_one_line(tmp_path, make, message):
 
 def test_is_a_value_error():
     assert issubclass(YamlError, ValueError)
+
+
+def test_without_libyaml_the_same_rules_hold(monkeypatch):
+    import sys
+
+    from nas import yamlio
+
+    monkeypatch.setitem(sys.modules, "yaml.cyaml", None)  # as in a PyYAML built without libyaml
+    yamlio._loader_class.cache_clear()
+    try:
+        assert "CParser" not in [c.__name__ for c in yamlio._loader_class().__mro__]
+        assert parse_yaml("a: &x [1]\nb: *x\n", source="s.yaml") == {"a": [1], "b": [1]}
+        for text, message in [("name: a\nname: b\n", "duplicate key 'name'"), ("[" * 5000, "nested too deeply"),
+                              ("d: " + billion_laughs() + "\n", "alias bomb")]:
+            with pytest.raises(YamlError, match=message):
+                parse_yaml(text, source="s.yaml")
+    finally:
+        yamlio._loader_class.cache_clear()
