@@ -90,7 +90,8 @@ def parse_yaml(text: str, *, source: str) -> Any:
     """
     if len(text) > MAX_YAML_BYTES:
         raise YamlError(f"{source}: larger than {MAX_YAML_BYTES // 1024 ** 2} MB; not read")
-    loader = _loader_class()(text)
+    with _one_line_errors(source):
+        loader = _loader_class()(text)  # the pure-Python reader checks the characters here
     try:
         with _one_line_errors(source):
             node = loader.get_single_node()

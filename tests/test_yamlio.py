@@ -37,6 +37,8 @@ def test_small_aliases_and_merge_keys_are_fine():
     ("a: [1, 2\n", "s.yaml: invalid YAML at line 2: did not find expected ',' or ']'"),
     ("--- 1\n--- 2\n", "s.yaml: invalid YAML at line 2: but found another document"),
     ("[" * 5000 + "]" * 5000, "s.yaml: YAML nested too deeply"),
+    ("a: \x00\n", "s.yaml: invalid YAML: unacceptable character #x0000: control characters are not allowed in "
+                   '"<unicode string>", position 3'),
 ])
 def test_refused_documents_are_one_line(text, message):
     with pytest.raises(YamlError) as err:
@@ -98,6 +100,7 @@ def test_without_libyaml_the_same_rules_hold(monkeypatch):
         assert "CParser" not in [c.__name__ for c in yamlio._loader_class().__mro__]
         assert parse_yaml("a: &x [1]\nb: *x\n", source="s.yaml") == {"a": [1], "b": [1]}
         for text, message in [("name: a\nname: b\n", "duplicate key 'name'"), ("[" * 5000, "nested too deeply"),
+                              ("a: \x00\n", "special characters are not allowed"),
                               ("d: " + billion_laughs() + "\n", "alias bomb")]:
             with pytest.raises(YamlError, match=message):
                 parse_yaml(text, source="s.yaml")
