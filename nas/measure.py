@@ -754,7 +754,7 @@ def measure_step_time(model: nn.Module, *, batch: int, resolution: int, num_clas
                           num_classes=num_classes, warmup=warmup, repeats=repeats,
                           min_time=min_time, max_repeats=max_repeats, max_spread=max_spread,
                           fingerprint=fingerprint, exclusive=bool(held))
-    if use_cache and not result.busy:
+    if use_cache and result.implausible() is None:  # busy (told above), or a step too fast to trust
         try:
             cache.put(cache_key, fingerprint, result, num_classes=num_classes)
         except OSError as exc:  # a read-only or full disk costs a re-measure, not the trial
