@@ -136,3 +136,11 @@ def test_resolve_arch(tmp_path):
         resolve_arch("efficientnet_b9")
     with pytest.raises(ValueError, match="unknown block type 'yyy"):
         resolve_arch("y" * 5000)  # too long for a file name: an arch string
+
+
+@pytest.mark.parametrize("module", ["nas.arch", "nas._echo"])
+def test_doctests(module):
+    import doctest
+    import importlib
+
+    assert doctest.testmod(importlib.import_module(module)).failed == 0

@@ -110,3 +110,11 @@ def test_bad_input(x, y, kwargs, message):
 def test_bad_k():
     with pytest.raises(ValueError, match=r"k must be a whole number in \[1, 10\] \(the number of candidates\), got 11"):
         top_k_overlap(PROXY, LONG, k=11)
+
+
+def test_doctests():
+    import doctest
+
+    import nas.rank_stats
+
+    assert doctest.testmod(nas.rank_stats).failed == 0

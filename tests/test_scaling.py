@@ -141,3 +141,11 @@ def test_bad_input_is_one_line_naming_the_argument(kwargs, message):
 
 def test_exported():
     assert nas.scale_arch is scale_arch
+
+
+def test_doctests():
+    import doctest
+
+    import nas.scaling
+
+    assert doctest.testmod(nas.scaling).failed == 0
