@@ -83,6 +83,7 @@ def test_scale_by_phi(tmp_path, capsys):
     (["show", "efficientnet_b0", "--num-classes", "0"], "--num-classes must be >= 1, got 0"),
     (["show", "efficientnet_b0", "--num-classes", "-5"], "--num-classes must be >= 1, got -5"),
     (["space", "/no/such/space.yaml"], "no such file"),
+    (["space", "--contains", "efficientnet_b0"], "--contains needs a SPACE: nas space SPACE --contains ARCH"),
     (["scale", "efficientnet_b0", "--width", "0"], "width must be a finite number > 0, got 0"),
     (["scale", "efficientnet_b0", "--phi", "-1"], "phi must be a finite number >= 0, got -1"),
     (["scale", "efficientnet_b0", "--phi", "1", "--width", "1.1"],

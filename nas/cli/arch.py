@@ -145,6 +145,8 @@ def cmd_space(args: argparse.Namespace) -> int:
     from nas.spaces import load_space
 
     if args.space is None:
+        if args.contains:
+            raise ValueError("--contains needs a SPACE: nas space SPACE --contains ARCH")
         return _list_spaces(args)
     space = load_space(args.space)
     if args.contains:
