@@ -115,7 +115,8 @@ class Stage:
     def __post_init__(self) -> None:
         token = str(self)
         if self.block not in BLOCK_NAMES:
-            raise ValueError(f"unknown block type {echo(self.block)} in {echo(token)} (choose from {', '.join(BLOCK_NAMES)})")
+            raise ValueError(f"unknown block type {echo(self.block)} in {echo(token)} "
+                             f"(choose from {', '.join(BLOCK_NAMES)})")
         if not 1 <= self.repeats <= MAX_REPEATS:
             raise ValueError(f"{token!r}: repeats must be in [1, {MAX_REPEATS}], got {self.repeats}")
         _check_conv(token, self.kernel, self.stride, self.channels)

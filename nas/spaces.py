@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from nas._echo import clip, echo
-from nas.arch import MAX_CHANNELS, MAX_EXPANSION, MAX_KERNEL, MAX_REPEATS, Arch, Head, Stage, Stem, format_number, parse_arch
+from nas.arch import (MAX_CHANNELS, MAX_EXPANSION, MAX_KERNEL, MAX_REPEATS, Arch, Head, Stage, Stem, format_number,
+                      parse_arch)
 from nas.yamlio import YamlError, parse_yaml, read_yaml
 
 __all__ = ["Decision", "StageSpace", "SearchSpace", "load_space", "shipped_spaces", "SpaceError"]

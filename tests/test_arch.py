@@ -79,7 +79,8 @@ def test_arch_needs_a_stage():
     ("mb_r1_k3_s1_e1_c16385", "'mb_r1_k3_s1_e1_c16385': channels must be in [1, 16384], got 16385"),
     ("stem_k3_s2_c20000 mb_r1_k3_s1_e1_c16", "'stem_k3_s2_c20000': channels must be in [1, 16384], got 20000"),
     ("mb_r1_k3_s1_e1_c16 head_c20000", "head channels must be <= 16384, got 20000"),
-    ("mb_r1000_k3_s1_e1_c16 mb_r1000_k3_s1_e1_c16 mb_r1_k3_s1_e1_c16", "2,001 blocks in all; an architecture has at most 2,000"),
+    ("mb_r1000_k3_s1_e1_c16 mb_r1000_k3_s1_e1_c16 mb_r1_k3_s1_e1_c16",
+     "2,001 blocks in all; an architecture has at most 2,000"),
     ("mb_r" + "9" * 13 + "_k3_s1_e1_c16", "_r has a number of 13 characters in token 'mb_r9999999999999_k3_s1_e1_c16'"),
 ])
 def test_bounds(text, message):

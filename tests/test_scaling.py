@@ -54,7 +54,8 @@ def test_family_decides_the_width_rounding():
     arch = parse_arch("stem_k3_s2_c32 mb_r1_k3_s1_e1_c32 head_c32")
     assert arch_family(arch) == "efficientnet"
     assert str(scale_arch(arch, width=1.12).arch) == "stem_k3_s2_c40 mb_r1_k3_s1_e1_c40 head_c40"
-    assert str(scale_arch(arch, width=1.12, family="efficientnetv2").arch) == "stem_k3_s2_c32 mb_r1_k3_s1_e1_c32 head_c32"
+    v2_rounding = scale_arch(arch, width=1.12, family="efficientnetv2").arch
+    assert str(v2_rounding) == "stem_k3_s2_c32 mb_r1_k3_s1_e1_c32 head_c32"
     v2 = parse_arch("fmb_r1_k3_s1_e1_c32 mb_r1_k3_s1_e1_c32")
     assert arch_family(v2) == "efficientnetv2" and scale_arch(v2, width=1.12).arch.stages[0].channels == 32
     assert (make_divisible(35.84), make_divisible(35.84, round_limit=0.0)) == (40, 32)
