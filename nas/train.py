@@ -1,14 +1,16 @@
 """The proxy trainer: a few epochs at reduced resolution, the accuracy a search ranks by.
 
-Written in the airbench manner: the whole data set is moved to the device once and
-resized once (kept as uint8), every batch is cut out of it with one gather that does
-the random crop and flip together, and nothing in the hot loop runs per sample in
+Written in the airbench manner: batches arrive on the device as uint8 (see
+:mod:`nas.data.feed`: the whole set resident there when it fits, else streamed from
+memory-mapped arrays a few batches ahead), each batch is cut out with one gather that
+does the random crop and flip together, and nothing in the hot loop runs per sample in
 Python. Failures that belong to the candidate (a diverged loss, out of memory, a model
 that does not fit the data) become :class:`CandidateFailure` so a search can record
 them and go on.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import time
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.data import Dataset
+from nas.data.feed import make_feed
 
 __all__ = [
     "CandidateFailure",
@@ -33,7 +36,9 @@ _DTYPES = ("auto", "float32", "bfloat16")
 # On CUDA a loss check is a host sync; every few steps is enough to catch a divergence
 # early while keeping the queue full.
 _CUDA_CHECK_EVERY = 16
-_RESIZE_CHUNK = 2048
+# Below this a network's stride-32 stages see less than a pixel, and the crop padding
+# (resolution // 8) vanishes: such a proxy ranks nothing.
+_MIN_RESOLUTION = 8
 
 _T = TypeVar("_T")
 
@@ -52,7 +57,7 @@ class ProxyConfig:
 
     Attributes:
         epochs: Passes over the training split.
-        resolution: Side of the square images the data is resized to (once).
+        resolution: Side of the square images the data is resized to (at least 8).
         batch_size: Training batch size (evaluation uses a larger one).
         optimizer: ``"sgd"`` (Nesterov momentum) or ``"rmsprop"`` (TF-style eps 1e-3).
         lr: Peak learning rate, reached after the warm-up.
@@ -65,6 +70,12 @@ class ProxyConfig:
         dtype: ``"auto"`` (bfloat16 autocast on CUDA, float32 on CPU), ``"float32"``
             or ``"bfloat16"``.
         channels_last: Memory format; ``None`` = on CUDA only.
+        data_on_device: ``"auto"``: the whole data set is kept on the device when it
+            fits ``device_memory_share`` of the device's memory (on a CPU: when it is in
+            memory already; memory-mapped sets are streamed, never copied whole);
+            ``True``: always; ``False``: batches are always streamed. Both ways give the
+            same batches under one seed.
+        device_memory_share: The share of device memory a resident data set may take.
     """
 
     epochs: int = 5
@@ -80,12 +91,17 @@ class ProxyConfig:
     max_loss: float = 1e3
     dtype: str = "auto"
     channels_last: bool | None = None
+    data_on_device: bool | str = "auto"
+    device_memory_share: float = 0.25
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "resolution", "batch_size"):
+        for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ProxyConfig.{name} must be a positive int, got {value!r}")
+        if isinstance(self.resolution, bool) or not isinstance(self.resolution, int) \
+                or self.resolution < _MIN_RESOLUTION:
+            raise ValueError(f"ProxyConfig.resolution must be an int >= {_MIN_RESOLUTION}, got {self.resolution!r}")
         if self.optimizer not in _OPTIMIZERS:
             raise ValueError(f"ProxyConfig.optimizer must be one of {', '.join(_OPTIMIZERS)}, got {self.optimizer!r}")
         if self.dtype not in _DTYPES:
@@ -100,14 +116,21 @@ class ProxyConfig:
             raise ValueError(f"ProxyConfig.seed must be an int, got {self.seed!r}")
         if self.channels_last is not None and not isinstance(self.channels_last, bool):
             raise ValueError(f"ProxyConfig.channels_last must be True, False or None, got {self.channels_last!r}")
+        if not isinstance(self.data_on_device, bool) and self.data_on_device != "auto":
+            raise ValueError(f"ProxyConfig.data_on_device must be 'auto', True or False, got {self.data_on_device!r}")
+        _check_float("device_memory_share", self.device_memory_share, low=0.0, high=1.0, low_open=True,
+                     high_closed=True)
 
 
-def _check_float(name: str, value: object, *, low: float, high: float | None = None, low_open: bool = False) -> None:
+def _check_float(name: str, value: object, *, low: float, high: float | None = None, low_open: bool = False,
+                 high_closed: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
-        ok = (value > low if low_open else value >= low) and (high is None or value < high)
+        ok = (value > low if low_open else value >= low) and (
+            high is None or (value <= high if high_closed else value < high))
     if not ok:
-        bounds = f"{'>' if low_open else '>='} {low:g}" + (f" and < {high:g}" if high is not None else "")
+        bounds = f"{'>' if low_open else '>='} {low:g}" + (
+            f" and {'<=' if high_closed else '<'} {high:g}" if high is not None else "")
         raise ValueError(f"ProxyConfig.{name} must be a finite number {bounds}, got {value!r}")
 
 
@@ -143,7 +166,7 @@ def train(
 
     Args:
         model: The candidate network; outputs ``(batch, data.num_classes)`` logits.
-        data: Train and validation splits (uint8 images).
+        data: Train and validation splits (uint8 images, in memory or memory-mapped).
         config: The proxy recipe.
         device: Where to train; default CUDA when available, else CPU.
         on_epoch: Called as ``on_epoch(epoch, accuracy)`` after each epoch (from 1);
@@ -156,8 +179,8 @@ def train(
         CandidateFailure: ``diverged: ...``, ``oom: ...`` or ``invalid: ...``.
     """
     dev = torch.device(device) if device is not None else _default_device()
-    if len(data.train_x) == 0 or len(data.val_x) == 0:
-        raise ValueError(f"dataset {data.name!r} has an empty split (train {len(data.train_x)}, val {len(data.val_x)})")
+    if len(data.train) == 0 or len(data.val) == 0:
+        raise ValueError(f"dataset {data.name!r} has an empty split (train {len(data.train)}, val {len(data.val)})")
     start = time.perf_counter()
     fork_devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
     # Dropout and stochastic depth draw from the global RNG: seed it per candidate for
@@ -226,7 +249,7 @@ def _guarded(
 
 
 class _Run:
-    """The state of one proxy training run: device data, optimizer, schedule."""
+    """The state of one proxy training run: the data feed, optimizer, schedule."""
 
     def __init__(self, model: nn.Module, data: Dataset, config: ProxyConfig, dev: torch.device) -> None:
         self.config = config
@@ -243,10 +266,11 @@ class _Run:
         self.check_every = _CUDA_CHECK_EVERY if on_cuda else 1
 
         res = config.resolution
-        self.train_x = _resize_uint8(data.train_x.to(dev, non_blocking=True), res)
-        self.train_y = data.train_y.to(dev, non_blocking=True)
-        self.val_x = _resize_uint8(data.val_x.to(dev, non_blocking=True), res)
-        self.val_y = data.val_y.to(dev, non_blocking=True)
+        # no activations are kept for backward, so twice the batch fits where training did
+        self.eval_batch = 2 * config.batch_size
+        self.feed = make_feed(data, resolution=res, device=dev, on_device=config.data_on_device,
+                              memory_share=config.device_memory_share, batch_rows=self.eval_batch)
+        self.train_size, self.val_size = len(data.train), len(data.val)
         # normalising is (x - mean) / std in 0..255 units, folded into one multiply-add
         mean = torch.tensor(data.mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1) * 255.0
         std = torch.tensor(data.std, dtype=torch.float32, device=dev).view(1, 3, 1, 1) * 255.0
@@ -254,10 +278,13 @@ class _Run:
         self.shift = -mean / std
 
         self.model = model.to(dev, memory_format=self.memory_format)
+        # the batch order is drawn on the host, so a streamed feed knows it ahead of time
+        # and both feeds see the same order; augmentation draws on the device
+        self.order_generator = torch.Generator().manual_seed(config.seed)
         self.generator = torch.Generator(device=dev)
         self.generator.manual_seed(config.seed)
 
-        n = len(self.train_x)
+        n = self.train_size
         self.batch = min(config.batch_size, n)
         # drop the ragged last batch: every step then has one shape (steadier timing,
         # no tiny BN batches)
@@ -265,8 +292,6 @@ class _Run:
         self.total_steps = self.steps_per_epoch * config.epochs
         self.warmup_steps = int(round(config.warmup_epochs * self.steps_per_epoch))
         self.step_count = 0
-        # no activations are kept for backward, so twice the batch fits where training did
-        self.eval_batch = 2 * config.batch_size
         self.optimizer = _make_optimizer(model, config)
         self.train_time = 0.0
         self.images = 0
@@ -285,8 +310,8 @@ class _Run:
         return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     # ----------------------------------------------------------------- batches
-    def augmented_batch(self, idx: torch.Tensor) -> torch.Tensor:
-        """Random crop with reflect padding (and a random flip) as one gather of uint8."""
+    def augmented_batch(self, source: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Images ``source[idx]``, randomly cropped (reflect padding) and flipped, as one gather of uint8."""
         b, res, pad, g, dev = len(idx), self.config.resolution, self.pad, self.generator, self.dev
         if pad > 0:
             dy = torch.randint(-pad, pad + 1, (b, 1), device=dev, generator=g)
@@ -306,7 +331,7 @@ class _Run:
             + rows.view(b, 1, res, 1) * res
             + cols.view(b, 1, 1, res)
         )
-        return self.train_x.view(-1)[flat]
+        return source.view(-1)[flat]
 
     def prepare(self, x_uint8: torch.Tensor) -> torch.Tensor:
         x = torch.addcmul(self.shift, x_uint8.float(), self.scale)
@@ -326,28 +351,27 @@ class _Run:
         model, opt, cfg = self.model, self.optimizer, self.config
         model.train()
         t0 = time.perf_counter()
-        order = torch.randperm(len(self.train_x), device=self.dev, generator=self.generator)
+        order = torch.randperm(self.train_size, generator=self.order_generator)
         last = self.steps_per_epoch - 1
-        for step in range(self.steps_per_epoch):
-            idx = order[step * self.batch:(step + 1) * self.batch]
-            x = self.prepare(self.augmented_batch(idx))
-            y = self.train_y[idx]
-            lr = self.lr_at(self.step_count)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            with self.autocast():
-                logits = model(x)
-            if self.step_count == 0:
-                self.check_output(logits, len(idx))
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-            if step % self.check_every == 0 or step == last:
-                value = loss.item()
-                if not math.isfinite(value) or value > cfg.max_loss:
-                    raise CandidateFailure(f"diverged: loss {value:.3g} at epoch {epoch} step {step + 1}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            self.step_count += 1
+        with contextlib.closing(self.feed.train_batches(order, self.batch)) as batches:
+            for step, (source, idx, y) in enumerate(batches):
+                x = self.prepare(self.augmented_batch(source, idx))
+                lr = self.lr_at(self.step_count)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                with self.autocast():
+                    logits = model(x)
+                if self.step_count == 0:
+                    self.check_output(logits, len(idx))
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                if step % self.check_every == 0 or step == last:
+                    value = loss.item()
+                    if not math.isfinite(value) or value > cfg.max_loss:
+                        raise CandidateFailure(f"diverged: loss {value:.3g} at epoch {epoch} step {step + 1}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                self.step_count += 1
         if self.dev.type == "cuda":
             torch.cuda.synchronize(self.dev)
         self.train_time += time.perf_counter() - t0
@@ -363,16 +387,16 @@ class _Run:
     def evaluate(self) -> float:
         self.model.eval()
         correct = torch.zeros((), dtype=torch.long, device=self.dev)
-        for start in range(0, len(self.val_x), self.eval_batch):
-            x = self.prepare(self.val_x[start:start + self.eval_batch])
-            with self.autocast():
-                logits = self.model(x)
-            correct += (logits.argmax(dim=1) == self.val_y[start:start + self.eval_batch]).sum()
-        return correct.item() / len(self.val_x)
+        with contextlib.closing(self.feed.eval_batches(self.eval_batch)) as batches:
+            for images, labels in batches:
+                with self.autocast():
+                    logits = self.model(self.prepare(images))
+                correct += (logits.argmax(dim=1) == labels).sum()
+        return correct.item() / self.val_size
 
     def release(self) -> None:
-        """Drop the device copies of the data and the optimizer state (the model stays)."""
-        self.train_x = self.train_y = self.val_x = self.val_y = None  # type: ignore[assignment]
+        """Drop the data feed (device copies, buffers, its thread) and the optimizer state (the model stays)."""
+        self.feed.close()
         self.optimizer = None  # type: ignore[assignment]
 
     def images_per_second(self) -> float:
@@ -391,21 +415,6 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
         return torch.zeros_like(index)
     index = index.abs()
     return torch.where(index >= size, 2 * (size - 1) - index, index).clamp_(0, size - 1)
-
-
-def _resize_uint8(x: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Resize uint8 ``(N, 3, H, W)`` images once, in chunks, staying uint8."""
-    if tuple(x.shape[2:]) == (resolution, resolution):
-        return x.contiguous()
-    out = torch.empty((x.shape[0], x.shape[1], resolution, resolution), dtype=torch.uint8, device=x.device)
-    downscale = resolution < min(x.shape[2], x.shape[3])
-    for start in range(0, x.shape[0], _RESIZE_CHUNK):
-        chunk = x[start:start + _RESIZE_CHUNK].float()
-        resized = F.interpolate(
-            chunk, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=downscale
-        )
-        out[start:start + _RESIZE_CHUNK] = resized.round_().clamp_(0, 255).to(torch.uint8)
-    return out
 
 
 def _make_optimizer(model: nn.Module, config: ProxyConfig) -> torch.optim.Optimizer:

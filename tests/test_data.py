@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from nas import data as data_mod
-from nas.data import DATASETS, DataError, Dataset, load_dataset, prepare_imagefolder
+from nas.data import DATASETS, DataError, Dataset, load_dataset
+from nas.data import sources as data_mod
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -168,6 +168,7 @@ def test_cifar10_search_and_final(tmp_path: Path) -> None:
     search = load_dataset("cifar10", data_dir=tmp_path)
     assert search.train_x.shape == (16, 3, 32, 32) and search.val_x.shape == (4, 3, 32, 32)
     assert search.num_classes == 10 and search.hflip is True
+    assert search.classes == ("airplane",) * 10  # from batches.meta
     final = load_dataset("cifar10", data_dir=tmp_path, split="final")
     assert final.train_x.shape == (20, 3, 32, 32)
     test = batches["test_batch"]
@@ -373,30 +374,31 @@ def test_imagefolder_without_train_subfolder(tmp_path: Path) -> None:
 
 
 def test_imagefolder_errors(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="imagefolder: no folder"):
-        load_dataset("imagefolder", data_dir=tmp_path / "missing")
+    missing = tmp_path / "missing"
+    with pytest.raises(DataError) as info:
+        load_dataset("imagefolder", data_dir=missing)
+    assert str(info.value) == (
+        f"imagefolder: {missing} is no folder (expected a folder with train/<class>/*.jpg or <class>/*.jpg)"
+    )
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no class folders"):
         load_dataset("imagefolder", data_dir=tmp_path / "empty")
-    bad = tmp_path / "bad" / "cls"
-    bad.mkdir(parents=True)
-    (bad / "broken.png").write_bytes(b"not a png at all")
-    with pytest.raises(DataError, match=r"imagefolder: cannot read .*broken\.png"):
-        load_dataset("imagefolder", data_dir=tmp_path / "bad")
+    bad = tmp_path / "bad"
+    (bad / "cls").mkdir(parents=True)
+    (bad / "cls" / "broken.png").write_bytes(b"not a png at all")
+    (bad / "other").mkdir()
+    Image.new("RGB", (8, 8)).save(bad / "other" / "0.png")
+    with pytest.raises(DataError, match=r"imagefolder: cannot read .*broken\.png: cannot identify image file"):
+        load_dataset("imagefolder", data_dir=bad)
 
 
-def test_prepare_imagefolder_round_trip(tmp_path: Path) -> None:
-    write_imagefolder(tmp_path / "images")
-    out = prepare_imagefolder(tmp_path / "images", tmp_path / "prepared" / "pets", resolution=8)
-    assert out == tmp_path / "prepared" / "pets.npz" and out.is_file()
-    direct = load_dataset("imagefolder", data_dir=tmp_path / "images", resolution=8, split="final")
-    for name in ("imagefolder", "npz"):
-        cached = load_dataset(name, data_dir=out, split="final")
-        assert torch.equal(cached.train_x, direct.train_x) and torch.equal(cached.val_x, direct.val_x)
-        assert torch.equal(cached.train_y, direct.train_y) and torch.equal(cached.val_y, direct.val_y)
-        assert cached.num_classes == 2 and cached.hflip is True
-    with np.load(out) as npz:
-        assert npz["classes"].tolist() == ["cat", "dog"]
+def test_imagefolder_with_one_class_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "one" / "cat").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i * 10, 0, 0)).save(tmp_path / "one" / "cat" / f"{i}.png")
+    with pytest.raises(DataError) as info:
+        load_dataset("imagefolder", data_dir=tmp_path / "one")
+    assert str(info.value) == f"imagefolder: {tmp_path / 'one'} has 1 class folder ('cat'); needs at least 2 classes"
 
 
 # --------------------------------------------------------------------------- npz and synthetic
@@ -429,6 +431,48 @@ def test_npz_missing_keys(tmp_path: Path) -> None:
     np.savez(path, x=np.zeros((4, 3, 3), np.uint8), y=np.arange(4), x_test=np.zeros((2, 3, 3), np.uint8))
     with pytest.raises(DataError, match="has no array 'y_test'"):
         load_dataset("npz", data_dir=path)
+
+
+def test_npz_stray_label_is_refused(tmp_path: Path) -> None:
+    """One label 1,000,000 among 0..2 must not build a 1,000,001-class network."""
+    path = tmp_path / "stray.npz"
+    y = np.arange(60) % 3
+    y[5] = 1_000_000
+    np.savez(path, x=np.zeros((60, 8, 8, 3), np.uint8), y=y)
+    with pytest.raises(DataError) as info:
+        load_dataset("npz", data_dir=path)
+    assert str(info.value) == (
+        f"npz: y in {path}: label 1,000,000 is far beyond the other labels (4 distinct among 60 images);"
+        " labels must number the classes 0..K-1"
+    )
+    # gaps that a subset of a labelled set leaves are fine: labels 0, 2, 5 make 6 classes
+    np.savez(path, x=np.zeros((6, 8, 8), np.uint8), y=np.array([0, 2, 5, 0, 2, 5]))
+    assert load_dataset("npz", data_dir=path).num_classes == 6
+    # more classes than images is a stray too
+    np.savez(path, x=np.zeros((3, 8, 8), np.uint8), y=np.array([0, 1, 9]))
+    with pytest.raises(DataError, match="label 9 is far beyond"):
+        load_dataset("npz", data_dir=path)
+
+
+def test_npz_empty_nan_single_class_and_folder(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.zeros((0, 8, 8), np.uint8), y=np.zeros(0, np.int64))
+    with pytest.raises(DataError) as info:
+        load_dataset("npz", data_dir=path)
+    assert str(info.value) == f"npz: x in {path} has no images (shape (0, 8, 8))"
+    x = np.full((4, 8, 8), 0.5, np.float32)
+    x[1, 2, 3] = np.nan
+    np.savez(path, x=x, y=np.arange(4) % 2)
+    with pytest.raises(DataError) as info:
+        load_dataset("npz", data_dir=path)
+    assert str(info.value) == f"npz: x in {path} contains NaN (expected uint8 0..255 or floats in [0, 1])"
+    np.savez(path, x=np.zeros((4, 8, 8), np.uint8), y=np.zeros(4, np.int64))
+    with pytest.raises(DataError) as info:
+        load_dataset("npz", data_dir=path)
+    assert str(info.value) == f"npz: y in {path}: labels of a single class (a classifier needs at least 2 classes)"
+    with pytest.raises(DataError) as info:
+        load_dataset("npz", data_dir=tmp_path)
+    assert str(info.value) == f"npz: {tmp_path} is a folder (expected an .npz file with arrays x and y)"
 
 
 def test_npz_bad_content(tmp_path: Path) -> None:

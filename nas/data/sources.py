@@ -1,85 +1,58 @@
-"""Data sets as uint8 tensors, ready to be moved to the device once.
+"""Readers of every source format, each into uint8 ``(N, 3, H, W)`` numpy arrays.
 
-Every data set is served as 3-channel uint8 images ``(N, 3, H, W)`` (grayscale is
-replicated) with int64 labels, so one architecture fits every data set. The
-``search`` split carves a validation set out of the *training* data (the papers'
-minival) so that the test split is never looked at during a search; the ``final``
-split trains on all training data and validates on the official test split.
+digits (scikit-learn), CIFAR-10/100 (the official pickled batches, read by an unpickler
+that admits numpy arrays only), MNIST and Fashion-MNIST (idx files, optionally gzipped),
+image folders (decoded with Pillow: shorter side resized, centre crop), ``.npz`` files
+(arrays ``x``, ``y`` and optionally ``x_test``, ``y_test``) and synthetic noise. Used by
+``load_dataset`` for small sets and by ``nas data prepare`` for large ones; every fault is
+a :class:`DataError` of one line naming the file and what is wrong with it.
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import pickle
 import tarfile
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
-import torch
+
+from nas.data.dataset import DataError
 
 __all__ = [
-    "DATASETS",
-    "DataError",
-    "Dataset",
-    "load_dataset",
-    "prepare_imagefolder",
+    "LOADERS",
+    "ImageFolder",
+    "NpzContents",
+    "Raw",
+    "SourceArgs",
+    "check_classes",
+    "decode_image",
+    "npy_header",
+    "npz_images",
+    "open_npz",
+    "resize_crop",
+    "scan_imagefolder",
+    "to_nchw3",
 ]
-
-DATASETS: tuple[str, ...] = (
-    "digits",
-    "cifar10",
-    "cifar100",
-    "mnist",
-    "fashion_mnist",
-    "imagefolder",
-    "npz",
-    "synthetic",
-)
 
 _DEFAULT_DATA_DIR = Path("data")
 _IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 )
 _DOWNLOAD_TIMEOUT_S = 60.0
+# A largest label this many times the number of distinct labels is a stray value, not a
+# class: a classifier built for it would be huge and meaningless.
+_MAX_LABEL_SPREAD = 10
 
 
-class DataError(ValueError):
-    """A user-caused data problem; ``str()`` is one line naming the data set, path and fault."""
-
-
-@dataclass(frozen=True, eq=False)
-class Dataset:
-    """A data set split into train and validation parts, held as CPU tensors.
-
-    Attributes:
-        name: The data set's name (one of ``DATASETS``).
-        train_x: uint8 images, ``(N, 3, H, W)``.
-        train_y: int64 labels, ``(N,)``.
-        val_x: uint8 images, ``(M, 3, H, W)``.
-        val_y: int64 labels, ``(M,)``.
-        num_classes: Number of classes; labels lie in ``[0, num_classes)``.
-        hflip: Whether a horizontal flip is a label-preserving augmentation.
-        mean: Per-channel mean of ``train_x`` in [0, 1] units.
-        std: Per-channel standard deviation of ``train_x`` in [0, 1] units.
-    """
-
-    name: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    num_classes: int
-    hflip: bool
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-
-class _Raw(NamedTuple):
-    """What a loader returns before splitting: numpy arrays, test part optional."""
+class Raw(NamedTuple):
+    """A source read into memory: numpy arrays, the test part optional."""
 
     x: np.ndarray  # uint8 (N, 3, H, W)
     y: np.ndarray  # int64 (N,)
@@ -87,165 +60,26 @@ class _Raw(NamedTuple):
     y_test: np.ndarray | None
     num_classes: int
     hflip: bool
-
-
-def load_dataset(
-    name: str,
-    *,
-    data_dir: str | Path | None = None,
-    split: str = "search",
-    val_fraction: float = 0.2,
-    seed: int = 0,
-    download: bool = False,
-    resolution: int | None = None,
-    num_classes: int = 10,
-    size: int = 1024,
-) -> Dataset:
-    """Load a data set and split it into train and validation parts.
-
-    Args:
-        name: One of ``DATASETS``.
-        data_dir: Folder holding the files (for ``npz``: the file; for ``imagefolder``:
-            the folder or a prepared ``.npz``). Default ``./data`` where one is needed.
-        split: ``"search"`` (validation carved from the training data with ``seed``) or
-            ``"final"`` (all training data; validation = the official test split where
-            the data set has one, else as ``"search"``).
-        val_fraction: Share of the training data held out by the ``search`` split.
-        seed: Seed of the held-out permutation (and of ``synthetic`` data).
-        download: Fetch CIFAR / MNIST files into ``data_dir`` when they are missing.
-        resolution: Decode size for ``imagefolder`` (default 64) and image size for
-            ``synthetic`` (default 32); other data sets keep their native size (the
-            trainer resizes once on the device).
-        num_classes: Classes of ``synthetic`` data.
-        size: Samples of ``synthetic`` data (before the split).
-
-    Returns:
-        The data set, CPU tensors.
-
-    Raises:
-        DataError: Unknown name, bad argument, missing or unreadable files.
-    """
-    if name not in _LOADERS:
-        raise DataError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
-    if split not in ("search", "final"):
-        raise DataError(f"{name}: unknown split {split!r} (choose from search, final)")
-    if not 0.0 < val_fraction < 1.0:
-        raise DataError(f"{name}: val_fraction must lie in (0, 1), got {val_fraction!r}")
-    if resolution is not None and (isinstance(resolution, bool) or resolution < 1):
-        raise DataError(f"{name}: resolution must be a positive int, got {resolution!r}")
-    args = _Args(
-        name=name,
-        data_dir=Path(data_dir).expanduser() if data_dir is not None else None,
-        seed=seed,
-        download=download,
-        resolution=resolution,
-        num_classes=num_classes,
-        size=size,
-    )
-    raw = _LOADERS[name](args)
-    return _finish(name, raw, split=split, val_fraction=val_fraction, seed=seed)
-
-
-def prepare_imagefolder(src: str | Path, out: str | Path, *, resolution: int) -> Path:
-    """Decode an image folder once into a compressed ``.npz`` for fast repeated loading.
-
-    A search trains hundreds of candidates; decoding the JPEGs for each of them would
-    dominate the run, so the folder is decoded and resized here once.
-
-    Args:
-        src: Folder with ``train/<class>/*`` (and optionally ``val/<class>/*``), or a
-            folder whose sub-folders are the classes.
-        out: Output file; ``.npz`` is appended when missing.
-        resolution: Side of the square images stored.
-
-    Returns:
-        The path of the written file. Load it with
-        ``load_dataset("imagefolder", data_dir=path)`` (or ``"npz"``).
-
-    Raises:
-        DataError: Missing folder, no classes, unreadable image, bad resolution.
-    """
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
-        raise DataError(f"imagefolder: resolution must be a positive int, got {resolution!r}")
-    folder = _read_imagefolder(Path(src).expanduser(), resolution)
-    out_path = Path(out).expanduser()
-    if out_path.suffix != ".npz":
-        out_path = out_path.with_name(out_path.name + ".npz")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, np.ndarray] = {
-        "x": folder.x,
-        "y": folder.y,
-        "classes": np.array(folder.classes, dtype=np.str_),
-        "hflip": np.array(True),
-    }
-    if folder.x_test is not None and folder.y_test is not None:
-        arrays["x_test"] = folder.x_test
-        arrays["y_test"] = folder.y_test
-    np.savez_compressed(out_path, **arrays)
-    return out_path
-
-
-# --------------------------------------------------------------------------- helpers
+    classes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
-class _Args:
+class SourceArgs:
+    """What a loader may need: ``load_dataset``'s arguments, validated."""
+
     name: str
     data_dir: Path | None
-    seed: int
-    download: bool
-    resolution: int | None
-    num_classes: int
-    size: int
+    seed: int = 0
+    download: bool = False
+    resolution: int | None = None
+    num_classes: int = 10
+    size: int = 1024
 
 
-def _finish(name: str, raw: _Raw, *, split: str, val_fraction: float, seed: int) -> Dataset:
-    """Split, convert to tensors and compute normalisation statistics."""
-    if split == "final" and raw.x_test is not None and raw.y_test is not None:
-        train_x, train_y, val_x, val_y = raw.x, raw.y, raw.x_test, raw.y_test
-    else:
-        n = len(raw.x)
-        if n < 2:
-            raise DataError(f"{name}: {n} training sample(s); need at least 2 to hold out a validation set")
-        n_val = min(n - 1, max(1, int(round(n * val_fraction))))
-        order = np.random.default_rng(seed).permutation(n)
-        val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
-        train_x, train_y = raw.x[train_idx], raw.y[train_idx]
-        val_x, val_y = raw.x[val_idx], raw.y[val_idx]
-    tx = torch.from_numpy(np.ascontiguousarray(train_x, dtype=np.uint8))
-    mean, std = _channel_stats(tx)
-    return Dataset(
-        name=name,
-        train_x=tx,
-        train_y=torch.from_numpy(np.ascontiguousarray(train_y, dtype=np.int64)),
-        val_x=torch.from_numpy(np.ascontiguousarray(val_x, dtype=np.uint8)),
-        val_y=torch.from_numpy(np.ascontiguousarray(val_y, dtype=np.int64)),
-        num_classes=raw.num_classes,
-        hflip=raw.hflip,
-        mean=mean,
-        std=std,
-    )
+# --------------------------------------------------------------------------- shared checks
 
 
-def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    """Per-channel mean and std in [0, 1] units, in chunks so big sets need no float copy."""
-    total = torch.zeros(3, dtype=torch.float64)
-    total_sq = torch.zeros(3, dtype=torch.float64)
-    for chunk in torch.split(x, 1024):
-        c = chunk.to(torch.float64)
-        total += c.sum(dim=(0, 2, 3))
-        total_sq += (c * c).sum(dim=(0, 2, 3))
-    count = x.shape[0] * x.shape[2] * x.shape[3]
-    mean = total / count
-    var = (total_sq / count - mean * mean).clamp_min(0.0)
-    # a constant channel would divide by zero when normalising
-    std = var.sqrt().clamp_min(1.0 / 255.0)
-    m = (mean / 255.0).tolist()
-    s = (std / 255.0).tolist()
-    return (m[0], m[1], m[2]), (s[0], s[1], s[2])
-
-
-def _to_nchw3(x: np.ndarray, what: str) -> np.ndarray:
+def to_nchw3(x: np.ndarray, what: str) -> np.ndarray:
     """Bring (N,H,W), (N,H,W,C) or (N,C,H,W) uint8 images to (N, 3, H, W)."""
     if x.ndim == 3:
         x = x[:, None]
@@ -261,7 +95,8 @@ def _to_nchw3(x: np.ndarray, what: str) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.uint8)
 
 
-def _check_labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
+def check_labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
+    """Labels as int64, one per image, non-negative integers."""
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != n:
         raise DataError(f"{what}: {len(y) if y.ndim == 1 else tuple(y.shape)} labels for {n} images")
@@ -272,8 +107,34 @@ def _check_labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _need_dir(args: _Args) -> Path:
+def check_classes(labels: list[np.ndarray], what: str, *, named: int = 0) -> int:
+    """The number of classes K the labels number 0..K-1, refusing strays and single classes.
+
+    Gaps are tolerated (a subset of a labelled set), a stray value is not: the largest
+    label may be at most ``10 x`` the number of distinct labels, and there may be no more
+    classes than images. ``named`` class names count as classes even when unused.
+    """
+    values = np.concatenate([np.unique(y) for y in labels]) if labels else np.zeros(0, np.int64)
+    images = sum(len(y) for y in labels)
+    distinct = len(np.unique(values))
+    top = int(values.max()) if len(values) else -1
+    count = max(top + 1, named)
+    if top + 1 > max(_MAX_LABEL_SPREAD * distinct, named) or top + 1 > max(images, named):
+        raise DataError(
+            f"{what}: label {top:,} is far beyond the other labels ({distinct:,} distinct among {images:,} images);"
+            " labels must number the classes 0..K-1"
+        )
+    if count < 2:
+        raise DataError(f"{what}: labels of a single class (a classifier needs at least 2 classes)")
+    return count
+
+
+def _need_dir(args: SourceArgs) -> Path:
     return args.data_dir if args.data_dir is not None else _DEFAULT_DATA_DIR
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _md5(path: Path) -> str:
@@ -305,13 +166,13 @@ def _fetch(name: str, url: str, dest: Path, md5: str | None) -> None:
 # --------------------------------------------------------------------------- digits
 
 
-def _load_digits(args: _Args) -> _Raw:
+def _load_digits(args: SourceArgs) -> Raw:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     # sklearn's digits are 0..16 intensities; stretch to the usual 0..255
     images = np.clip(np.rint(bunch.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
-    return _Raw(_to_nchw3(images, "digits"), bunch.target.astype(np.int64), None, None, 10, False)
+    return Raw(to_nchw3(images, "digits"), bunch.target.astype(np.int64), None, None, 10, False)
 
 
 # --------------------------------------------------------------------------- CIFAR
@@ -324,6 +185,7 @@ _CIFAR = {
         "test": ("test_batch",),
         "labels": b"labels",
         "classes": 10,
+        "meta": ("batches.meta", b"label_names"),
         "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         "md5": "c58f30108f718f92721af3b95e74349a",
     },
@@ -333,6 +195,7 @@ _CIFAR = {
         "test": ("test",),
         "labels": b"fine_labels",
         "classes": 100,
+        "meta": ("meta", b"fine_label_names"),
         "url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
         "md5": "eb9058c3a382ffc7106e4002c42a8d85",
     },
@@ -388,7 +251,7 @@ def _read_cifar_batch(name: str, path: Path, label_key: bytes) -> tuple[np.ndarr
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def _load_cifar(args: _Args) -> _Raw:
+def _load_cifar(args: SourceArgs) -> Raw:
     spec = _CIFAR[args.name]
     root = _need_dir(args)
     folder = root / spec["folder"]
@@ -432,7 +295,19 @@ def _load_cifar(args: _Args) -> _Raw:
     for labels, part in ((y, "train"), (test[1] if test else None, "test")):
         if labels is not None and labels.size and (labels.min() < 0 or labels.max() >= classes):
             raise DataError(f"{args.name}: {part} labels outside [0, {classes}) in {folder}")
-    return _Raw(x, y, test[0] if test else None, test[1] if test else None, classes, True)
+    names = _cifar_class_names(folder / spec["meta"][0], spec["meta"][1], classes)
+    return Raw(x, y, test[0] if test else None, test[1] if test else None, classes, True, names)
+
+
+def _cifar_class_names(path: Path, key: bytes, classes: int) -> tuple[str, ...]:
+    """The class names from the batches' meta file; none (labels only) when it is missing or odd."""
+    try:
+        with path.open("rb") as f:
+            meta = _NumpyOnlyUnpickler(f, encoding="bytes").load()
+        names = tuple(n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in meta[key])
+    except Exception:  # the names are a nicety: any fault of the meta file leaves them out
+        return ()
+    return names if len(names) == classes else ()
 
 
 # --------------------------------------------------------------------------- MNIST
@@ -449,6 +324,7 @@ _MNIST = {
         "url": "https://ossci-datasets.s3.amazonaws.com/mnist/",
         "subdirs": ("mnist", "MNIST/raw"),
         "hflip": False,  # a mirrored digit is a different (or no) digit
+        "classes": tuple(str(d) for d in range(10)),
         "md5": {
             "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
             "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
@@ -460,6 +336,8 @@ _MNIST = {
         "url": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
         "subdirs": ("fashion_mnist", "FashionMNIST/raw"),
         "hflip": True,  # clothes stay the same class when mirrored
+        "classes": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                    "Ankle boot"),
         "md5": {
             "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
             "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
@@ -502,7 +380,7 @@ def _read_idx(name: str, path: Path, *, images: bool) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _load_mnist(args: _Args) -> _Raw:
+def _load_mnist(args: SourceArgs) -> Raw:
     spec = _MNIST[args.name]
     root = _need_dir(args)
     folders = [root] + [root / s for s in spec["subdirs"]]
@@ -521,142 +399,252 @@ def _load_mnist(args: _Args) -> _Raw:
     if paths["train_y"] is None:
         raise DataError(f"{args.name}: missing {folder / _IDX_FILES['train_y']}[.gz]")
     x = _read_idx(args.name, paths["train_x"], images=True)  # type: ignore[arg-type]
-    y = _check_labels(_read_idx(args.name, paths["train_y"], images=False), len(x), f"{args.name}: {paths['train_y']}")
+    y = check_labels(_read_idx(args.name, paths["train_y"], images=False), len(x), f"{args.name}: {paths['train_y']}")
     x_test = y_test = None
     if paths["test_x"] is not None and paths["test_y"] is not None:
-        x_test = _to_nchw3(_read_idx(args.name, paths["test_x"], images=True), args.name)
-        y_test = _check_labels(
+        x_test = to_nchw3(_read_idx(args.name, paths["test_x"], images=True), args.name)
+        y_test = check_labels(
             _read_idx(args.name, paths["test_y"], images=False), len(x_test), f"{args.name}: {paths['test_y']}"
         )
-    num_classes = max(10, int(y.max()) + 1 if len(y) else 10)
-    return _Raw(_to_nchw3(x, args.name), y, x_test, y_test, num_classes, spec["hflip"])
+    for labels, key in ((y, "train_y"), (y_test, "test_y")):
+        if labels is not None and len(labels) and int(labels.max()) >= 10:
+            raise DataError(f"{args.name}: label {int(labels.max())} in {paths[key]} (expected 0..9)")
+    return Raw(to_nchw3(x, args.name), y, x_test, y_test, 10, spec["hflip"], spec["classes"])
+
+
 
 
 # --------------------------------------------------------------------------- image folders
 
 
-class _Folder(NamedTuple):
-    x: np.ndarray
-    y: np.ndarray
-    x_test: np.ndarray | None
-    y_test: np.ndarray | None
-    classes: list[str]
+@dataclass(frozen=True)
+class ImageFolder:
+    """An image folder's layout: classes and image files (relative to ``root``) with labels.
+
+    Attributes:
+        root: The folder given.
+        classes: Class names (sub-folder names), sorted; a label is an index into them.
+        train: ``(path, label)`` of every training image, by class, then file name.
+        test: The same for ``val/<class>/``, or ``None`` when there is no such folder.
+    """
+
+    root: Path
+    classes: tuple[str, ...]
+    train: tuple[tuple[str, int], ...]
+    test: tuple[tuple[str, int], ...] | None
 
 
-def _decode(path: Path, resolution: int) -> np.ndarray:
-    """Decode one image to RGB, resize the shorter side to ``resolution``, centre-crop."""
+def scan_imagefolder(root: Path) -> ImageFolder:
+    """List an image folder: ``train/<class>/*`` (+ optional ``val/<class>/*``), or ``<class>/*``.
+
+    Raises:
+        DataError: No folder, fewer than 2 classes, no images, a class only in ``val``.
+    """
+    if not root.is_dir():
+        what = "a file" if root.exists() else "no folder"
+        raise DataError(f"imagefolder: {root} is {what} (expected a folder with train/<class>/*.jpg or <class>/*.jpg)")
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    classes = _subfolders(train_dir)
+    if train_dir == root:
+        classes = [c for c in classes if c not in ("val", "test")]
+    if not classes:
+        raise DataError(f"imagefolder: no class folders in {train_dir} (expected <class>/*.jpg)")
+    if len(classes) < 2:
+        raise DataError(f"imagefolder: {train_dir} has 1 class folder ({classes[0]!r}); needs at least 2 classes")
+    train = _list_images(root, train_dir, classes)
+    test = None
+    val_dir = root / "val"
+    if train_dir != root and val_dir.is_dir():
+        extra = [c for c in _subfolders(val_dir) if c not in classes]
+        if extra:
+            raise DataError(f"imagefolder: class {extra[0]!r} in {val_dir} has no folder in {train_dir}")
+        test = _list_images(root, val_dir, classes)
+    return ImageFolder(root, tuple(classes), train, test)
+
+
+def _subfolders(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _list_images(root: Path, folder: Path, classes: list[str]) -> tuple[tuple[str, int], ...]:
+    items = [
+        (str(path.relative_to(root)), label)
+        for label, cls in enumerate(classes) if (folder / cls).is_dir()
+        for path in sorted((folder / cls).iterdir())
+        if path.suffix.lower() in _IMAGE_SUFFIXES and path.is_file()
+    ]
+    if not items:
+        raise DataError(f"imagefolder: no images in {folder} (expected <class>/*.jpg or *.png)")
+    return tuple(items)
+
+
+def decode_image(path: Path, resolution: int) -> np.ndarray:
+    """Decode one image to RGB ``(3, R, R)``: shorter side resized to ``resolution``, centre crop.
+
+    Raises:
+        DataError: The file is not a readable image.
+    """
     from PIL import Image
 
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
             w, h = img.size
             scale = resolution / min(w, h)
-            size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
-            img = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
-            left = (size[0] - resolution) // 2
-            top = (size[1] - resolution) // 2
-            img = img.crop((left, top, left + resolution, top + resolution))
-            return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+            # JPEG decodes at 1/2, 1/4 or 1/8 scale in the DCT several times faster than in
+            # full; draft() never goes below the size asked for, the resize does the rest
+            img.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
+            return resize_crop(img.convert("RGB"), resolution)
     except Exception as exc:  # Pillow raises many types for bad files
-        raise DataError(f"imagefolder: cannot read {path}: {exc}") from None
+        raise DataError(f"imagefolder: cannot read {path}: {_one_line(exc)}") from None
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+def resize_crop(img: Any, resolution: int) -> np.ndarray:
+    """A PIL RGB image with its shorter side resized to ``resolution``, centre-cropped, as ``(3, R, R)``."""
+    from PIL import Image
+
+    w, h = img.size
+    scale = resolution / min(w, h)
+    size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
+    if size != (w, h):
+        img = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    left = (size[0] - resolution) // 2
+    top = (size[1] - resolution) // 2
+    img = img.crop((left, top, left + resolution, top + resolution))
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def _read_split(folder: Path, classes: list[str], resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    xs: list[np.ndarray] = []
-    ys: list[int] = []
-    for label, cls in enumerate(classes):
-        if not (folder / cls).is_dir():
-            continue
-        for path in _image_files(folder / cls):
-            xs.append(_decode(path, resolution))
-            ys.append(label)
-    if not xs:
-        raise DataError(f"imagefolder: no images in {folder} (expected <class>/*.jpg or *.png)")
-    return np.stack(xs), np.asarray(ys, dtype=np.int64)
+def _decode_all(folder: ImageFolder, items: tuple[tuple[str, int], ...], resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    x = np.stack([decode_image(folder.root / path, resolution) for path, _ in items])
+    return x, np.asarray([label for _, label in items], dtype=np.int64)
 
 
-def _read_imagefolder(root: Path, resolution: int) -> _Folder:
-    if not root.is_dir():
-        raise DataError(f"imagefolder: no folder {root} (expected train/<class>/*.jpg or <class>/*.jpg)")
-    train_dir = root / "train" if (root / "train").is_dir() else root
-    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if train_dir is root:
-        classes = [c for c in classes if c not in ("val", "test")]
-    if not classes:
-        raise DataError(f"imagefolder: no class folders in {train_dir} (expected <class>/*.jpg)")
-    x, y = _read_split(train_dir, classes, resolution)
-    x_test = y_test = None
-    val_dir = root / "val"
-    if train_dir is not root and val_dir.is_dir():
-        extra = sorted(p.name for p in val_dir.iterdir() if p.is_dir() and p.name not in classes)
-        if extra:
-            raise DataError(f"imagefolder: class {extra[0]!r} in {val_dir} has no folder in {train_dir}")
-        x_test, y_test = _read_split(val_dir, classes, resolution)
-    return _Folder(x, y, x_test, y_test, classes)
-
-
-def _load_imagefolder(args: _Args) -> _Raw:
+def _load_imagefolder(args: SourceArgs) -> Raw:
     if args.data_dir is None:
-        raise DataError("imagefolder: pass --data-dir (an image folder or a prepared .npz)")
+        raise DataError("imagefolder: pass --data-dir (an image folder or an .npz)")
     if args.data_dir.suffix == ".npz" or args.data_dir.is_file():
         return _read_npz(args.name, args.data_dir)
-    folder = _read_imagefolder(args.data_dir, args.resolution or 64)
-    return _Raw(folder.x, folder.y, folder.x_test, folder.y_test, len(folder.classes), True)
+    folder = scan_imagefolder(args.data_dir)
+    resolution = args.resolution or 64
+    x, y = _decode_all(folder, folder.train, resolution)
+    x_test, y_test = _decode_all(folder, folder.test, resolution) if folder.test is not None else (None, None)
+    return Raw(x, y, x_test, y_test, len(folder.classes), True, folder.classes)
 
 
 # --------------------------------------------------------------------------- npz
 
 
-def _npz_images(name: str, path: Path, x: np.ndarray, key: str) -> np.ndarray:
-    what = f"{name}: {key} in {path}"
-    if x.dtype != np.uint8:
-        if np.issubdtype(x.dtype, np.integer) and x.size and 0 <= x.min() and x.max() <= 255:
-            x = x.astype(np.uint8)
-        elif np.issubdtype(x.dtype, np.floating) and x.size and 0.0 <= x.min() and x.max() <= 1.0:
-            x = np.rint(x * 255.0).astype(np.uint8)
-        else:
-            raise DataError(f"{what} has dtype {x.dtype} (expected uint8 0..255 or floats in [0, 1])")
-    return _to_nchw3(x, what)
+class NpzContents(NamedTuple):
+    """An ``.npz`` opened and checked; images as stored (converted chunk by chunk with :func:`npz_images`).
+
+    Members stored uncompressed (``np.savez``) are memory-mapped when asked, so a large file
+    is never read whole.
+    """
+
+    path: Path
+    x: np.ndarray
+    y: np.ndarray  # int64
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
+    num_classes: int
+    hflip: bool
+    classes: tuple[str, ...]
 
 
-def _read_npz(name: str, path: Path) -> _Raw:
+def open_npz(name: str, path: Path, *, mmap: bool = False) -> NpzContents:
+    """Open an ``.npz`` with arrays ``x``, ``y`` (+ ``x_test``, ``y_test``, ``classes``, ``hflip``).
+
+    Raises:
+        DataError: Not a readable file, missing arrays, no images, bad labels.
+    """
+    if path.is_dir():
+        raise DataError(f"{name}: {path} is a folder (expected an .npz file with arrays x and y)")
     if not path.is_file():
         raise DataError(f"{name}: no file {path} (expected an .npz with arrays x and y)")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except Exception as exc:  # zipfile/pickle/format errors of a broken file
-        raise DataError(f"{name}: cannot read {path}: {exc}") from None
+        arrays = _npz_members(path, mmap=mmap)
+    except Exception as exc:  # zipfile/format errors of a broken or foreign file
+        raise DataError(f"{name}: cannot read {path}: {_one_line(exc)}") from None
     for key in ("x", "y"):
         if key not in arrays:
             raise DataError(f"{name}: {path} has no array {key!r} (found {', '.join(sorted(arrays)) or 'none'})")
     if ("x_test" in arrays) != ("y_test" in arrays):
         missing = "y_test" if "x_test" in arrays else "x_test"
         raise DataError(f"{name}: {path} has no array {missing!r} (x_test and y_test come together)")
-    x = _npz_images(name, path, arrays["x"], "x")
-    y = _check_labels(arrays["y"], len(x), f"{name}: y in {path}")
-    x_test = y_test = None
-    if "x_test" in arrays:
-        x_test = _npz_images(name, path, arrays["x_test"], "x_test")
-        y_test = _check_labels(arrays["y_test"], len(x_test), f"{name}: y_test in {path}")
-        if x_test.shape[2:] != x.shape[2:]:
-            raise DataError(f"{name}: x_test in {path} is {x_test.shape[2:]}, x is {x.shape[2:]}")
-    top = max(int(y.max()) if y.size else 0, int(y_test.max()) if y_test is not None and y_test.size else 0)
-    num_classes = top + 1
-    if "classes" in arrays:
-        num_classes = max(num_classes, len(arrays["classes"]))
-    if num_classes < 2:
-        raise DataError(f"{name}: {path} has labels of a single class")
+    x, x_test = arrays["x"], arrays.get("x_test")
+    for key, images in (("x", x), ("x_test", x_test)):
+        if images is not None:
+            if images.ndim == 0 or len(images) == 0:
+                raise DataError(f"{name}: {key} in {path} has no images (shape {tuple(images.shape)})")
+            to_nchw3(images[:1], f"{name}: {key} in {path}")  # the layout, checked on one image
+    if x_test is not None and to_nchw3(x_test[:1], "").shape[2:] != to_nchw3(x[:1], "").shape[2:]:
+        raise DataError(f"{name}: x_test in {path} is {x_test.shape[1:]}, x is {x.shape[1:]}")
+    y = check_labels(arrays["y"], len(x), f"{name}: y in {path}")
+    y_test = check_labels(arrays["y_test"], len(x_test), f"{name}: y_test in {path}") if x_test is not None else None
+    classes = tuple(str(c) for c in arrays["classes"]) if "classes" in arrays else ()
+    labels = [y] if y_test is None else [y, y_test]
+    num_classes = check_classes(labels, f"{name}: y in {path}", named=len(classes))
     hflip = bool(arrays["hflip"]) if "hflip" in arrays else True
-    return _Raw(x, y, x_test, y_test, num_classes, hflip)
+    return NpzContents(path, x, y, x_test, y_test, num_classes, hflip, classes)
 
 
-def _load_npz(args: _Args) -> _Raw:
+def npz_images(name: str, path: Path, x: np.ndarray, key: str) -> np.ndarray:
+    """Images of an ``.npz`` (uint8, integers 0..255 or floats in [0, 1]) as uint8 ``(N, 3, H, W)``."""
+    what = f"{name}: {key} in {path}"
+    x = np.asarray(x)
+    if x.dtype != np.uint8:
+        if np.issubdtype(x.dtype, np.floating) and np.isnan(x).any():
+            raise DataError(f"{what} contains NaN (expected uint8 0..255 or floats in [0, 1])")
+        if np.issubdtype(x.dtype, np.integer) and x.size and 0 <= x.min() and x.max() <= 255:
+            x = x.astype(np.uint8)
+        elif np.issubdtype(x.dtype, np.floating) and x.size and 0.0 <= x.min() and x.max() <= 1.0:
+            x = np.rint(x * 255.0).astype(np.uint8)
+        else:
+            raise DataError(f"{what} has dtype {x.dtype} (expected uint8 0..255 or floats in [0, 1])")
+    return to_nchw3(x, what)
+
+
+def _read_npz(name: str, path: Path) -> Raw:
+    """An ``.npz`` read whole into memory."""
+    npz = open_npz(name, path)
+    x = npz_images(name, path, npz.x, "x")
+    x_test = npz_images(name, path, npz.x_test, "x_test") if npz.x_test is not None else None
+    return Raw(x, npz.y, x_test, npz.y_test, npz.num_classes, npz.hflip, npz.classes)
+
+
+def _npz_members(path: Path, *, mmap: bool) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz``; uncompressed members memory-mapped when ``mmap``."""
+    with zipfile.ZipFile(path) as zf, np.load(path, allow_pickle=False) as npz:
+        infos = {info.filename: info for info in zf.infolist()}
+        out = {}
+        for key in npz.files:
+            info = infos.get(key + ".npy")
+            stored = info is not None and info.compress_type == zipfile.ZIP_STORED
+            out[key] = _map_member(path, info) if mmap and stored else npz[key]
+        return out
+
+
+def _map_member(path: Path, info: zipfile.ZipInfo) -> np.ndarray:
+    """Memory-map an uncompressed ``.npy`` member in place: its bytes lie in the zip as they are."""
+    with path.open("rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)  # the zip local file header; name and extra field lengths at 26 and 28
+        name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        shape, fortran, dtype = npy_header(f)
+        offset = f.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{info.filename} holds Python objects")
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+def npy_header(f: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from the ``.npy`` header at the file's position (left after it)."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(f)
+
+
+def _load_npz(args: SourceArgs) -> Raw:
     if args.data_dir is None:
         raise DataError("npz: pass --data-dir pointing to an .npz file with arrays x and y")
     return _read_npz(args.name, args.data_dir)
@@ -665,7 +653,7 @@ def _load_npz(args: _Args) -> _Raw:
 # --------------------------------------------------------------------------- synthetic
 
 
-def _load_synthetic(args: _Args) -> _Raw:
+def _load_synthetic(args: SourceArgs) -> Raw:
     if isinstance(args.num_classes, bool) or args.num_classes < 2:
         raise DataError(f"synthetic: num_classes must be >= 2, got {args.num_classes!r}")
     if isinstance(args.size, bool) or args.size < 2:
@@ -674,10 +662,10 @@ def _load_synthetic(args: _Args) -> _Raw:
     rng = np.random.default_rng(args.seed)
     x = rng.integers(0, 256, size=(args.size, 3, res, res), dtype=np.uint8)
     y = rng.integers(0, args.num_classes, size=args.size).astype(np.int64)
-    return _Raw(x, y, None, None, args.num_classes, True)
+    return Raw(x, y, None, None, args.num_classes, True)
 
 
-_LOADERS: dict[str, Callable[[_Args], _Raw]] = {
+LOADERS: dict[str, Callable[[SourceArgs], Raw]] = {
     "digits": _load_digits,
     "cifar10": _load_cifar,
     "cifar100": _load_cifar,
@@ -687,4 +675,3 @@ _LOADERS: dict[str, Callable[[_Args], _Raw]] = {
     "npz": _load_npz,
     "synthetic": _load_synthetic,
 }
-assert set(_LOADERS) == set(DATASETS)
