@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 
 from nas.data import DataError, load_dataset, open_prepared, prepare, read_manifest, verify_prepared
-from nas.data import prepared as prepared_mod
+from nas.data import writer
 from nas.data.feed import _Resident, _Streamed
 from nas.train import ProxyConfig, _Run, train
 
@@ -116,9 +116,9 @@ def test_minival_is_fixed_by_its_seed(tmp_path: Path) -> None:
 
 
 def test_default_minival_size() -> None:
-    assert prepared_mod.default_val_size(180) == 18
-    assert prepared_mod.default_val_size(5) == 1
-    assert prepared_mod.default_val_size(1_281_167) == 25_000
+    assert writer.default_val_size(180) == 18
+    assert writer.default_val_size(5) == 1
+    assert writer.default_val_size(1_281_167) == 25_000
 
 
 def test_two_workers_write_the_same_bytes(tmp_path: Path) -> None:
@@ -220,7 +220,7 @@ class _Stop(Exception):
 
 def test_interrupted_prepare_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_folder(tmp_path / "src", per_class=12, val=2)
-    monkeypatch.setattr(prepared_mod._FolderSource, "chunk", 4)
+    monkeypatch.setattr(writer._FolderSource, "chunk", 4)
     prepare(tmp_path / "src", tmp_path / "whole", resolution=8, val_size=5, workers=1)
 
     calls = []
@@ -350,10 +350,10 @@ def test_verify_finds_a_changed_byte(good: Path) -> None:
 def test_class_list_file_errors(tmp_path: Path) -> None:
     (tmp_path / "bin").write_bytes(bytes(range(256)))
     with pytest.raises(DataError) as info:
-        prepared_mod.read_class_list(tmp_path / "bin")
+        writer.read_class_list(tmp_path / "bin")
     assert str(info.value) == f"classes: {tmp_path / 'bin'} is not a text file (binary or not UTF-8)"
     (tmp_path / "list.txt").write_text("# two of them\nbee\n\ncat\n")
-    assert prepared_mod.read_class_list(tmp_path / "list.txt") == ("bee", "cat")
+    assert writer.read_class_list(tmp_path / "list.txt") == ("bee", "cat")
 
 
 # --------------------------------------------------------------------------- training from the maps

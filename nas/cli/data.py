@@ -13,7 +13,7 @@ _LINE_EVERY_S = 10.0  # progress lines when stderr is not a terminal
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from nas.data.prepared import SOURCE_FORMATS
+    from nas.data.writer import SOURCE_FORMATS
 
     p = sub.add_parser("data", help="data tools: `nas data prepare SRC OUT --resolution R`, `nas data verify OUT`")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from nas.data.prepared import prepare, read_class_list
+    from nas.data.writer import prepare, read_class_list
 
     classes: Any = None
     if args.classes is not None:

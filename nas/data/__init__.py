@@ -13,8 +13,9 @@ read-only, so every trial on a host shares one page-cache copy.
 
 Modules: :mod:`~nas.data.dataset` (the :class:`Dataset` and :class:`Split` every reader
 returns), :mod:`~nas.data.sources` (readers of each source format),
-:mod:`~nas.data.prepared` (the prepared format: write, resume, map, verify),
-:mod:`~nas.data.feed` (batches to the device, resident or streamed).
+:mod:`~nas.data.prepared` (the prepared format: map it, verify it),
+:mod:`~nas.data.writer` (write it: ``nas data prepare``), :mod:`~nas.data.feed` (batches to the
+device, resident or streamed).
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ import numpy as np
 import torch
 
 from nas.data.dataset import ChannelSums, DataError, Dataset, Split
-from nas.data.prepared import Manifest, PrepareResult, open_prepared, prepare, read_manifest, verify_prepared
+from nas.data.prepared import Manifest, open_prepared, read_manifest, verify_prepared
 from nas.data.sources import LOADERS, Raw, SourceArgs
+from nas.data.writer import PrepareResult, prepare
 
 __all__ = [
     "DATASETS",
