@@ -9,7 +9,7 @@ from torch import nn
 
 from nas.arch import Arch
 from nas.blocks import BLOCK_TYPES, BlockConfig, ConvBnAct
-from nas.scaling import V1_ROUND_LIMIT, scale_arch
+from nas.scaling import V1_ROUND_LIMIT, scale_width_depth
 
 __all__ = ["EfficientNet", "build_model", "block_configs"]
 
@@ -79,7 +79,7 @@ def build_model(arch: Arch | str, num_classes: int = 1000, *, width_mult: float 
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if width_mult != 1.0 or depth_mult != 1.0:
-        arch = scale_arch(arch, width=width_mult, depth=depth_mult, round_limit=round_limit)
+        arch = scale_width_depth(arch, width=width_mult, depth=depth_mult, round_limit=round_limit)
     return EfficientNet(arch, num_classes=num_classes, dropout=dropout, drop_path=drop_path,
                         bn_eps=bn_eps, bn_momentum=bn_momentum, in_chans=in_chans)
 

@@ -1,8 +1,9 @@
-"""The Optuna study is the record of a search (DESIGN decision 1).
+"""The Optuna study is the record of a search (DESIGN decision 1); this is its read side.
 
-A run directory holds ``config.yaml`` (the resolved experiment plus where its study lives)
-and, by default, the SQLite storage ``study.db``. Every candidate is one trial whose user
-attributes are the ledger fields; :func:`ledger` turns trials into plain rows.
+A run directory holds ``config.yaml`` (the resolved experiment, written once when the run
+starts) and, by default, the SQLite storage ``study.db``. Every candidate is one trial
+whose user attributes are the ledger fields; :func:`ledger` turns trials into plain rows.
+The write side, the study protocol, is :mod:`nas.ledger`.
 """
 from __future__ import annotations
 
@@ -15,17 +16,22 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["RunDir", "LEDGER_FIELDS", "ledger", "ledger_row", "is_finished", "open_storage", "worker_id",
-           "worker_alive"]
+__all__ = ["RunDir", "LEDGER_FIELDS", "OWN_FAILURES", "ledger", "ledger_row", "is_finished", "is_interrupted",
+           "is_infeasible", "worker_id", "worker_alive"]
 
 LEDGER_FIELDS = ("number", "state", "arch", "accuracy", "step_time", "params", "macs", "reward", "reason",
                  "duplicate_of")
-# Reasons that are the candidate's own; anything else that FAILed was cut off from outside.
+# Reasons that are the candidate's own; anything else that FAILed was cut off from outside,
+# except "infeasible" (a hard constraint, checked before training), which is no evaluation.
 OWN_FAILURES = ("diverged", "oom", "invalid")
+INFEASIBLE = "infeasible"
 CONFIG_FILE = "config.yaml"
-# Fields whose change makes a rerun a different search (trials, workers, backend may change).
-IDENTITY_FIELDS = ("space", "dataset", "data_dir", "val_fraction", "proxy", "reward", "reference", "controller",
-                   "seed", "pruner", "storage")
+STUDY_FILE = "study.db"
+# What a run directory of ours may hold; --fresh deletes these and nothing else.
+_RUN_FILES = (CONFIG_FILE, STUDY_FILE, f"{STUDY_FILE}-wal", f"{STUDY_FILE}-shm", "weights", "ray", "search.log",
+              "fidelity.json")
+# Locks stay: another process may hold them while --fresh clears the rest.
+_LOCK_FILES = (".ask.lock", ".run.lock")
 
 
 class RunDir:
@@ -43,20 +49,37 @@ class RunDir:
 
     @property
     def lock_path(self) -> Path:
+        """The ask lock: held while the budget is counted and a candidate proposed."""
         return self.path / ".ask.lock"
 
+    @property
+    def run_lock_path(self) -> Path:
+        """Held shared by every driver of the run while it runs; ``--fresh`` needs it alone."""
+        return self.path / ".run.lock"
+
     def default_storage(self) -> str:
-        return f"sqlite:///{(self.path / 'study.db').resolve()}"
+        return f"sqlite:///{(self.path / STUDY_FILE).resolve()}"
 
     def exists(self) -> bool:
         return self.config_path.is_file()
 
+    def is_ours(self) -> bool:
+        """A run directory written by ``nas search`` (its config names the experiment)."""
+        try:
+            config = self.read_config()
+        except (OSError, ValueError):
+            return False
+        return isinstance(config, dict) and isinstance(config.get("name"), str) and "space" in config
+
     def read_config(self) -> dict[str, Any]:
-        import yaml
+        from nas.yamlio import read_yaml
 
         if not self.exists():
             raise FileNotFoundError(f"{self.path}: not a run directory (no {CONFIG_FILE}; start one with nas search)")
-        return yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+        config = read_yaml(self.config_path)
+        if not isinstance(config, dict):
+            raise ValueError(f"{self.config_path}: not a run's config")
+        return config
 
     def write_config(self, config: dict[str, Any]) -> None:
         import yaml
@@ -73,43 +96,52 @@ class RunDir:
         return self.read_config()["name"]
 
     def load_study(self) -> optuna.Study:
-        """The run's study, read-only use (``nas trials``, analysis)."""
+        """The run's study, for reading (``nas trials``, analysis)."""
+        from nas.storage import StorageError, open_storage
+
         config = self.read_config()
+        url = config.get("storage") or self.default_storage()
+        storage = open_storage(url)
         try:
-            return optuna.load_study(study_name=config["name"], storage=open_storage(config.get("storage") or self.default_storage()))
+            return optuna.load_study(study_name=config["name"], storage=storage)
         except KeyError:
-            raise FileNotFoundError(f"{self.path}: the study {config['name']!r} is not in its storage") from None
+            raise FileNotFoundError(f"{self.path}: the study {config['name']!r} is not in its storage {url} "
+                                    "(empty or foreign file?); rerun the search with --fresh to start over") from None
+        except Exception as err:  # a broken database surfaces only on the first query
+            raise StorageError(f"{self.path}: cannot read the study from {url}: {str(err).splitlines()[0][:200]}") \
+                from None
 
     def clear(self) -> None:
-        """``--fresh``: delete the study from its storage and this run's files."""
-        if self.exists():
-            config = self.read_config()
-            storage = open_storage(config.get("storage") or self.default_storage())
-            try:
-                optuna.delete_study(study_name=config["name"], storage=storage)
-            except KeyError:
-                pass
-        for name in (CONFIG_FILE, "study.db", "weights", "ray", ".ask.lock", "search.log"):
+        """``--fresh``: delete the study from its storage and this run's own files, nothing else.
+
+        Raises:
+            ValueError: the folder is not empty and holds no config of a search (it may be
+                somebody else's folder).
+        """
+        if not self.path.is_dir() or not any(p.name not in _LOCK_FILES for p in self.path.iterdir()):
+            return
+        if not self.is_ours():
+            raise ValueError(f"{self.path} is not a run directory of nas (no readable {CONFIG_FILE}); --fresh "
+                             "deletes only run directories: choose another --run-dir")
+        config = self.read_config()
+        url = config.get("storage") or self.default_storage()
+        if url != self.default_storage():  # a database elsewhere: delete the study, not the database
+            _delete_study(config["name"], url)
+        for name in _RUN_FILES:
             target = self.path / name
-            if target.is_dir():
+            if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
-            elif target.exists():
+            elif target.exists() or target.is_symlink():
                 target.unlink()
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``url``; SQLite waits for locks instead of failing under several workers."""
-    if url.startswith("sqlite:"):
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
-    if url.startswith(("postgresql", "mysql")):
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url[len("postgresql://"):]  # SQLAlchemy 2 + psycopg 3
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-    if url.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend
+def _delete_study(name: str, url: str) -> None:
+    from nas.storage import open_storage
 
-        return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
-    raise ValueError(f"storage {url!r}: use sqlite:///PATH, postgresql://USER@HOST:PORT/DB or journal:PATH")
+    try:
+        optuna.delete_study(study_name=name, storage=open_storage(url))
+    except KeyError:
+        pass
 
 
 def worker_id() -> str:
@@ -139,6 +171,16 @@ def is_finished(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.FAIL and str(trial.user_attrs.get("reason") or "").startswith(OWN_FAILURES)
 
 
+def is_infeasible(trial: FrozenTrial) -> bool:
+    """FAIL because a hard constraint was broken (never trained, no budget used)."""
+    return trial.state == TrialState.FAIL and str(trial.user_attrs.get("reason") or "").startswith(INFEASIBLE)
+
+
+def is_interrupted(trial: FrozenTrial) -> bool:
+    """FAIL because the trial was cut off from outside; its architecture was queued again."""
+    return trial.state == TrialState.FAIL and not is_finished(trial) and not is_infeasible(trial)
+
+
 def ledger_row(trial: FrozenTrial) -> dict[str, Any]:
     """One trial as the ledger shows it (DESIGN: ``nas trials``)."""
     attrs = trial.user_attrs
@@ -154,6 +196,7 @@ def ledger_row(trial: FrozenTrial) -> dict[str, Any]:
         "device": attrs.get("device"), "exclusive": attrs.get("exclusive"),
         "epoch_accuracies": attrs.get("epoch_accuracies"), "baseline": bool(attrs.get("baseline")),
         "retry_of": attrs.get("retry_of"), "seed": attrs.get("seed"), "seconds": attrs.get("seconds"),
+        "escape": attrs.get("escape"), "worker": attrs.get("worker"),
         "datetime_start": trial.datetime_start.isoformat() if trial.datetime_start else None,
         "datetime_complete": trial.datetime_complete.isoformat() if trial.datetime_complete else None,
     }

@@ -33,10 +33,11 @@ def _search(run_dir, *overrides, fresh=False, tmpdir=None):
 
 
 def test_storage_url_opens_with_psycopg3(pg_url):
-    from nas.study import open_storage
+    from nas.storage import open_storage
 
     storage = open_storage(pg_url)
-    assert storage.engine.dialect.name == "postgresql" and storage.engine.dialect.driver == "psycopg"
+    engine = storage.backend.engine
+    assert engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
 
 
 @pytest.mark.slow
@@ -58,19 +59,23 @@ def test_search_on_postgres_and_resume(pg_url, tmp_path):
 def test_the_ask_lock_holds_across_hosts(pg_url, tmp_path):
     """Two drivers with different run directories (two hosts) serialise asking in the database."""
     from nas.experiment import load_experiment
-    from nas.search import ask_lock, prepare
+    from nas.run import Run
+    from nas.search import prepare
 
     exp = load_experiment(QUICK, [*FAST, "trials=2", f"storage={pg_url}", "name=locktest"])
-    runs = [prepare(exp, tmp_path / name, fresh=False, log=lambda m: None) for name in ("a", "b")]
-    studies = [run.study() for run in runs]
-    assert len(studies[0].get_trials()) == 1  # the baseline is enqueued once, not once per driver
+    runs = [Run(exp, tmp_path / name) for name in ("a", "b")]
+    for run in runs:
+        with prepare(run, fresh=False, log=lambda m: None):
+            pass
+    ledgers = [run.ledger() for run in runs]
+    assert len(ledgers[0].study.get_trials()) == 1  # the baseline is enqueued once, not once per driver
     order = []
 
     def second():
-        with ask_lock(studies[1], runs[1]):
+        with ledgers[1].locked():
             order.append("b")
 
-    with ask_lock(studies[0], runs[0]):
+    with ledgers[0].locked():
         thread = threading.Thread(target=second)
         thread.start()
         time.sleep(1.0)

@@ -174,11 +174,15 @@ def test_missing_ray_is_one_line_with_the_install_hint(tmp_path, monkeypatch, ca
 
 
 def _prepared(tmp_path, *overrides):
+    """A run with its study created (the baseline queued first), as ``nas search`` leaves it."""
     from nas.experiment import load_experiment
+    from nas.run import Run
     from nas.search import prepare
 
-    return prepare(load_experiment(QUICK, [*FAST, "controller=random", *overrides]), tmp_path / "run", fresh=True,
-                   log=lambda m: None)
+    run = Run(load_experiment(QUICK, [*FAST, "controller=random", *overrides]), tmp_path / "run")
+    with prepare(run, fresh=True, log=lambda m: None):
+        pass
+    return run
 
 
 def _ledger_result(reward=0.5, accuracy=0.5):
@@ -188,14 +192,21 @@ def _ledger_result(reward=0.5, accuracy=0.5):
     return {"epoch": 1, "accuracy": accuracy, "ledger": json.dumps(attrs)}
 
 
+def _progress(told):
+    def progress(ledger):
+        told.extend((t.number, t.state.name) for t in ledger.take_finished())
+    return progress
+
+
 def test_searcher_tells_the_study_like_the_local_loop(tmp_path):
-    """ASHA stops, lost trials, duplicates and the budget, driven as Tune drives the searcher."""
+    """ASHA stops, lost trials, twins and the budget, driven as Tune drives the searcher."""
     from nas.backends.ray import FINISHED, RaySearch
+    from nas.ledger import enqueue
 
     run = _prepared(tmp_path, "trials=4")
     told = []
-    search = RaySearch(run, on_trial=lambda study, t: told.append((t.number, t.state.name)), log=lambda m: None)
-    study = search.study
+    search = RaySearch(run, progress=_progress(told), log=lambda m: None)
+    study = search.ledger.study
 
     first = search.suggest("t0")
     assert first["number"] == 0 and study.trials[0].user_attrs["baseline"]  # the baseline first
@@ -205,7 +216,7 @@ def test_searcher_tells_the_study_like_the_local_loop(tmp_path):
     search.on_complete("t0", {"epoch": 1, "accuracy": 0.41}, error=False)
     t0 = study.trials[0]
     assert t0.state == TrialState.PRUNED and t0.user_attrs["reason"] == "pruned: stopped by ASHA after epoch 1 (accuracy 0.41)"
-    assert t0.intermediate_values == {1: 0.41} and t0.user_attrs["step_time"] == 0.02
+    assert t0.user_attrs["step_time"] == 0.02
     assert t0.user_attrs["epoch_accuracies"] == [0.41] and t0.user_attrs["exclusive"] is True
 
     lost = search.suggest("t1")  # its node is lost for good: Tune gives up on it
@@ -215,30 +226,26 @@ def test_searcher_tells_the_study_like_the_local_loop(tmp_path):
     retry = search.suggest("t2")  # the same arch again, and the budget is untouched
     assert retry["params"] == lost["params"] and study.trials[2].user_attrs["retry_of"] == 1
 
-    # a duplicate of a running trial waits for its result; the searcher asks on meanwhile
-    study.enqueue_trial(retry["params"])
+    # a twin of a running trial waits for its result; the searcher asks on meanwhile
+    with search.ledger.locked():
+        enqueue(study, run.experiment.space, retry["arch"], {})
+    assert search.suggest("t3") is None and search.waiting and study.trials[3].state == TrialState.RUNNING
     other = search.suggest("t3")
-    assert other["number"] == 4 and search.waiting and study.trials[3].state == TrialState.RUNNING
+    assert other["number"] == 4
     search.on_complete("t2", _ledger_result(reward=0.7), error=False)
     t3 = study.trials[3]
     assert t3.state == TrialState.COMPLETE and t3.user_attrs["duplicate_of"] == 2 and t3.values == [0.7]
     assert not search.waiting
 
-    assert search.suggest("t4") is None  # budget full, but trial 4 is still in flight (Tune's "t3")
+    assert search.suggest("t4")["number"] == 5  # the repeat used no budget: one more architecture
+    assert search.suggest("t5") is None  # budget full, but trials 4 and 5 are still in flight
     search.on_complete("t3", _ledger_result(reward=0.6), error=False)
+    search.on_complete("t4", _ledger_result(reward=0.65), error=False)
     search._quiet_until = 0
-    assert search.suggest("t5") == FINISHED
+    assert search.suggest("t6") == FINISHED
     rows = [(t.number, t.state.name) for t in study.trials]
-    assert rows == [(0, "PRUNED"), (1, "FAIL"), (2, "COMPLETE"), (3, "COMPLETE"), (4, "COMPLETE")]
-    assert sorted(told) == sorted(rows)  # one progress call per finished trial (the lost one too)
-    # a duplicate of a finished trial is recorded at once and the searcher asks again
-    run_more = _prepared(tmp_path / "more", "trials=2")
-    search = RaySearch(run_more, log=lambda m: None)
-    config = search.suggest("a")
-    search.on_complete("a", _ledger_result(), error=False)
-    search.study.enqueue_trial(config["params"])
-    assert search.suggest("b") == FINISHED  # the duplicate used the last slot of the budget
-    assert search.study.trials[1].user_attrs["duplicate_of"] == 0
+    assert rows == [(0, "PRUNED"), (1, "FAIL"), (2, "COMPLETE"), (3, "COMPLETE"), (4, "COMPLETE"), (5, "COMPLETE")]
+    assert sorted(told) == sorted(rows)  # one progress line per finished trial (the lost one too)
 
 
 def test_a_bug_in_the_trainable_stops_the_search(tmp_path):
@@ -248,10 +255,11 @@ def test_a_bug_in_the_trainable_stops_the_search(tmp_path):
     search.suggest("t0")
     error = {"state": "ERROR", "error": "Traceback (most recent call last):\n  ...\nValueError: boom"}
     search.on_complete("t0", {"epoch": 0, "accuracy": None, "ledger": json.dumps(error)}, error=False)
-    t0 = search.study.trials[0]
+    study = search.ledger.study
+    t0 = study.trials[0]
     assert t0.state == TrialState.FAIL and t0.user_attrs["reason"] == "interrupted: the trial raised: ValueError: boom"
     assert search.suggest("t1") == FINISHED and "ValueError: boom" in search.abort
-    assert search.study.trials[1].state == TrialState.WAITING  # queued for the next run
+    assert study.trials[1].state == TrialState.WAITING  # queued for the next run
 
 
 # -- a local Ray ---------------------------------------------------------------------------------
@@ -470,5 +478,6 @@ def test_searcher_travels_to_the_head_node(tmp_path):
 
     search = RaySearch(_prepared(tmp_path, "trials=2"), log=print)
     copy = pickle.loads(pickle.dumps(search))
-    assert copy.study is not search.study and copy.study.study_name == search.study.study_name
-    assert copy.suggest("t0")["number"] == 0 and search.study.trials[0].state == TrialState.RUNNING
+    assert copy.ledger is not search.ledger and copy.ledger.study.study_name == search.ledger.study.study_name
+    assert copy.suggest("t0")["number"] == 0
+    assert search.ledger.study.trials[0].state == TrialState.RUNNING

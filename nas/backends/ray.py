@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -33,15 +32,11 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-import optuna
-from optuna.trial import FrozenTrial, Trial, TrialState
+from nas.backends import Log, Progress
+from nas.ledger import Ledger, Proposal
+from nas.run import Run
 
-from nas.experiment import Experiment
-from nas.search import (SearchRun, ask_lock, budget_left, fail_interrupted, find_duplicate, record,
-                        record_duplicate)
-from nas.study import RunDir, is_finished, worker_id
-
-__all__ = ["run_on_ray", "RaySearch", "RayMissing", "INSTALL_HINT", "FINISHED"]
+__all__ = ["RayBackend", "RaySearch", "RayMissing", "INSTALL_HINT", "FINISHED"]
 
 INSTALL_HINT = "pip install 'nas[ray]'"
 FINISHED = "FINISHED"  # what a Tune searcher returns when it will suggest nothing more
@@ -51,9 +46,6 @@ _MEASURED = ("params", "macs", "step_time", "step_time_p10", "step_time_p90", "d
 _REPEATED_ERRORS = 3  # the same arch erroring this often on Ray is not bad luck: stop the search
 _OBJECT_STORE_BYTES = 256 * 2**20  # a local Ray moves only configs and results
 
-OnTrial = Callable[[optuna.Study, FrozenTrial], None]
-Log = Callable[[str], None]
-
 
 class RayMissing(ImportError, LookupError):
     """Ray (with Tune) is not installed; the message carries the install hint."""
@@ -61,6 +53,16 @@ class RayMissing(ImportError, LookupError):
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+class RayBackend:
+    """``backend: ray``; see the module docstring."""
+
+    def check(self, run: Run, log: Log) -> None:
+        _import_ray(local=not run.experiment.ray.address)  # missing Ray: one line with the install hint
+
+    def run(self, run: Run, progress: Progress, log: Log) -> None:
+        run_on_ray(run, progress=progress, log=log)
 
 
 def _import_ray(*, local: bool):
@@ -110,21 +112,17 @@ def _single_node():
 
 # -- the driver's side: one study, asked and told by Tune's searcher -------------------------
 class RaySearch:
-    """The study as Tune's searcher and scheduler see it; every study write happens here.
+    """The study as Tune's searcher and scheduler see it; every study write happens here, through the ledger.
 
     Plain Python (no Ray import), so the ledger logic is testable without a cluster; the
     Ray adapters (:func:`_adapters`) only forward to it.
     """
 
-    def __init__(self, run: SearchRun, *, on_trial: OnTrial | None = None, log: Log = _stderr) -> None:
-        self.run, self.on_trial, self.log = run, on_trial, log
-        self.study = self._open_study()
-        self.space = run.experiment.load_space()
-        self.distributions = run.distributions()
-        self.single = len(run.directions()) == 1
-        self.worker = worker_id()
-        self.live: dict[str, Trial] = {}                      # Tune trial id -> study trial
-        self.waiting: dict[int, list[Any]] = {}                # number -> [trial, original or None]
+    def __init__(self, run: Run, *, progress: Progress | None = None, log: Log = _stderr) -> None:
+        self.run, self.progress, self.log = run, progress, log
+        self.ledger = run.ledger()
+        self.live: dict[str, Proposal] = {}                    # Tune trial id -> proposal
+        self.waiting: dict[int, Proposal] = {}                 # number -> proposal waiting for its twin
         self.stopped: dict[str, str] = {}                      # Tune trial id -> why a scheduler stopped it
         self.accuracies: dict[str, dict[int, float]] = collections.defaultdict(dict)
         self.measured: dict[str, dict[str, Any]] = {}
@@ -137,18 +135,12 @@ class RaySearch:
         # With Ray Client (ray://) Tune runs the searcher on the head node: it reopens the
         # study there from the storage URL (a database connection does not travel).
         state = dict(self.__dict__)
-        state["study"], state["tune_trials"] = None, {}
+        state["ledger"], state["tune_trials"], state["progress"] = None, {}, None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.study = self._open_study()
-
-    def _open_study(self) -> optuna.Study:
-        # One driver: its controller is worker 0 (as the in-process local worker is).
-        study = self.run.study()
-        study.sampler = self.run.sampler(0, len(study.get_trials(deepcopy=False)))
-        return study
+        self.ledger = self.run.ledger()
 
     # -- asking ------------------------------------------------------------------------------
     def suggest(self, tune_id: str) -> dict[str, Any] | str | None:
@@ -161,70 +153,57 @@ class RaySearch:
         now = time.monotonic()
         if now < self._quiet_until:  # Tune polls every step; the budget is full, look again soon
             return None
-        while True:
-            with ask_lock(self.study, self.run):
-                if budget_left(self.study, self.run.experiment.trials) <= 0:
-                    if self.live or self.waiting:
-                        # a trial in flight may still fail "interrupted" and free its slot
-                        self._quiet_until = now + 1.0
-                        return None
-                    return FINISHED
-                trial = self.study.ask(self.distributions)
-                trial.set_user_attr("worker", self.worker)
-                arch = str(self.space.from_decisions(trial.params))
-                trial.set_user_attr("arch", arch)
-            original = find_duplicate(self.study, arch, trial.number)
-            if original is None:
-                return self._start(tune_id, trial)
-            if original.state == TrialState.RUNNING:
-                self.waiting[trial.number] = [trial, original]  # its result will be reused
-                continue
-            self._finish(trial, lambda t=trial, o=original: record_duplicate(self.study, t, self.run, o))
+        proposal = self.ledger.ask()
+        self._progress()
+        if proposal is None:
+            if self.live or self.waiting:
+                # a trial in flight may still fail "interrupted" and free its slot
+                self._quiet_until = now + 1.0
+                return None
+            return FINISHED
+        if proposal.twin is not None:
+            self.waiting[proposal.number] = proposal  # its twin's result will be reused
+            return None
+        return self._start(tune_id, proposal)
 
-    def _start(self, tune_id: str, trial: Trial) -> dict[str, Any]:
-        self.live[tune_id] = trial
-        return {"number": trial.number, "params": dict(trial.params), "arch": trial.user_attrs["arch"]}
+    def _start(self, tune_id: str, proposal: Proposal) -> dict[str, Any]:
+        self.live[tune_id] = proposal
+        return {"number": proposal.number, "trial_id": proposal.trial_id, "params": dict(proposal.params),
+                "arch": proposal.arch, "baseline": proposal.baseline}
 
     def _resume_waiting(self, tune_id: str | None) -> dict[str, Any] | None:
-        """Duplicates of running trials: reuse a finished original; train one that was interrupted."""
-        for number, entry in list(self.waiting.items()):
-            trial, original = entry
-            if original is not None:
-                original = self.study._storage.get_trial(original._trial_id)
-                if original.state == TrialState.RUNNING:
-                    continue
-                if is_finished(original):
-                    del self.waiting[number]
-                    self._finish(trial, lambda t=trial, o=original: record_duplicate(self.study, t, self.run, o))
-                    continue
-                entry[1] = None  # the original was cut off: this trial trains the arch itself
+        """Trials waiting for a twin: reuse its finished result; train the arch if it was cut off."""
+        for number, proposal in list(self.waiting.items()):
+            outcome = self.ledger.twin_outcome(proposal)
+            if outcome is None:
+                continue
+            if outcome != "train":
+                del self.waiting[number]
+                self.ledger.record_repeat(proposal, outcome)
+                continue
             if tune_id is not None:
                 del self.waiting[number]
-                return self._start(tune_id, trial)
+                return self._start(tune_id, self.ledger.train_instead_of_twin(proposal))
         return None
 
     # -- results -----------------------------------------------------------------------------
     def on_result(self, tune_id: str, result: dict[str, Any]) -> None:
-        """A per-epoch accuracy: kept, and reported to the study (its pruner's input)."""
-        trial = self.live.get(tune_id)
+        """A per-epoch accuracy (and what was measured before training), kept for the record."""
+        proposal = self.live.get(tune_id)
         epoch, accuracy = result.get(TIME_ATTR), result.get(METRIC)
-        if trial is None or epoch is None or accuracy is None or epoch < 1:
+        if proposal is None or epoch is None or accuracy is None or epoch < 1:
             return
         self.accuracies[tune_id][int(epoch)] = float(accuracy)
-        self.measured[tune_id] = {k: result[k] for k in _MEASURED if result.get(k) is not None}
-        if self.single:  # Optuna keeps intermediate values for single-objective studies only
-            self.study._storage.set_trial_intermediate_value(trial._trial_id, int(epoch), float(accuracy))
+        if tune_id not in self.measured:
+            self.measured[tune_id] = {k: result[k] for k in _MEASURED if result.get(k) is not None}
+            self.ledger.measured(proposal, self.measured[tune_id])
 
     def prune_reason(self, tune_id: str, result: dict[str, Any]) -> str | None:
         """Why the study's pruner stops this trial now (``pruner:`` in the experiment), else None."""
-        trial = self.live.get(tune_id)
-        if trial is None or not self.single or isinstance(self.study.pruner, optuna.pruners.NopPruner):
+        proposal = self.live.get(tune_id)
+        if proposal is None:
             return None
-        frozen = self.study._storage.get_trial(trial._trial_id)
-        if not self.study.pruner.prune(self.study, frozen):
-            return None
-        return (f"pruned: accuracy {float(result[METRIC]):.4f} after epoch {int(result[TIME_ATTR])} "
-                f"({self.run.experiment.pruner} pruner)")
+        return self.ledger.report(proposal, int(result[TIME_ATTR]), float(result[METRIC]))
 
     def stop(self, tune_id: str, reason: str) -> None:
         """A scheduler stops the trial; it is recorded PRUNED with ``reason`` when Tune completes it."""
@@ -232,62 +211,59 @@ class RaySearch:
 
     def on_complete(self, tune_id: str, result: dict[str, Any] | None, error: bool) -> None:
         """Tune is done with a trial: tell the study how it ended."""
-        trial = self.live.pop(tune_id, None)
-        if trial is None:  # not ours, or completed twice: nothing to tell
+        proposal = self.live.pop(tune_id, None)
+        if proposal is None:  # not ours, or completed twice: nothing to tell
             return
         result = result or {}
         ledger = result.get("ledger")
         if error:
-            self._errored(tune_id, trial)
+            self._errored(tune_id, proposal)
         elif ledger is not None:
             attrs = json.loads(ledger)
             if attrs.get("state") == "ERROR":
                 error_text = attrs.get("error") or "unknown error"
-                self._finish(trial, lambda: fail_interrupted(self.study, trial, f"the trial raised: {_last_line(error_text)}"))
-                self.abort = f"trial {trial.number} raised on a Ray worker:\n{error_text}"
+                self.ledger.fail_interrupted(proposal, f"the trial raised: {_last_line(error_text)}")
+                self.abort = f"trial {proposal.number} raised on a Ray worker:\n{error_text}"
             else:
-                self.on_result(tune_id, {TIME_ATTR: result.get(TIME_ATTR), METRIC: result.get(METRIC)})
-                self._finish(trial, lambda: record(self.study, trial, self.run, attrs))
+                self.ledger.record(proposal, attrs)
         elif tune_id in self.stopped:
             accuracies = self.accuracies.get(tune_id, {})
             attrs = {"state": "PRUNED", "reason": self.stopped[tune_id], **self.measured.get(tune_id, {}),
                      "epoch_accuracies": [accuracies[e] for e in sorted(accuracies)] or None}
-            self._finish(trial, lambda: record(self.study, trial, self.run, attrs))
+            self.ledger.record(proposal, attrs)
         else:
-            self._finish(trial, lambda: fail_interrupted(self.study, trial, "Ray Tune ended the trial before it reported"))
+            self.ledger.fail_interrupted(proposal, "Ray Tune ended the trial before it reported")
         for table in (self.stopped, self.accuracies, self.measured):
             table.pop(tune_id, None)
         self._resume_waiting(None)
 
-    def _errored(self, tune_id: str, trial: Trial) -> None:
+    def _errored(self, tune_id: str, proposal: Proposal) -> None:
         text, infrastructure, failures = _error_of(self.tune_trials.get(tune_id))
-        arch = trial.user_attrs.get("arch", "")
-        self.errors[arch] += 1
+        self.errors[proposal.arch] += 1
         tries = f" {failures} time{'s' if failures != 1 else ''}" if failures else ""
-        self._finish(trial, lambda: fail_interrupted(self.study, trial, f"the Ray trial failed{tries}: {text}"))
+        self.ledger.fail_interrupted(proposal, f"the Ray trial failed{tries}: {text}")
         if not infrastructure:
-            self.abort = f"trial {trial.number} failed on Ray outside the candidate's evaluation: {text}"
-        elif self.errors[arch] >= _REPEATED_ERRORS:
-            self.abort = f"trial {trial.number}: {arch} failed on Ray {self.errors[arch]} times, last: {text}"
+            self.abort = f"trial {proposal.number} failed on Ray outside the candidate's evaluation: {text}"
+        elif self.errors[proposal.arch] >= _REPEATED_ERRORS:
+            self.abort = f"trial {proposal.number}: {proposal.arch} failed on Ray {self.errors[proposal.arch]} " \
+                         f"times, last: {text}"
 
-    def _finish(self, trial: Trial, tell: Callable[[], Any]) -> None:
-        tell()
-        if self.on_trial is not None:
-            self.on_trial(self.study, self.study._storage.get_trial(trial._trial_id))
+    def _progress(self) -> None:
+        if self.progress is not None:
+            self.progress(self.ledger)
 
     def interrupt_all(self, why: str) -> int:
         """Trials still in flight end FAIL "interrupted: ``why``" and go back in the queue."""
-        trials = list(self.live.values()) + [entry[0] for entry in self.waiting.values()]
+        proposals = list(self.live.values()) + list(self.waiting.values())
         self.live.clear()
         self.waiting.clear()
         count = 0
-        for trial in trials:
+        for proposal in proposals:
             try:
-                if self.study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
-                    fail_interrupted(self.study, trial, why)
-                    count += 1
+                self.ledger.fail_interrupted(proposal, why)
+                count += 1
             except Exception as err:  # the storage may be what failed; the next run requeues it
-                self.log(f"trial {trial.number}: could not mark it interrupted ({err})")
+                self.log(f"trial {proposal.number}: could not mark it interrupted ({err})")
         return count
 
 
@@ -330,23 +306,22 @@ def _last_line(text: str) -> str:
 
 
 # -- the worker's side: the trainable ----------------------------------------------------------
-_CANDIDATES: dict[str, Any] = {}  # run dir -> Candidate: data loaded and S0 measured once per worker process
+_EVALUATORS: dict[Path, Any] = {}  # run dir -> evaluator: data loaded and S0 measured once per worker process
 
 
-def _candidate(experiment: Experiment, run_dir: str):
-    from nas.search import Candidate
-
-    if run_dir not in _CANDIDATES:
-        _CANDIDATES[run_dir] = Candidate(SearchRun(experiment, RunDir(run_dir)))
-    return _CANDIDATES[run_dir]
+def _evaluator(run: Run):
+    if run.path not in _EVALUATORS:
+        _EVALUATORS[run.path] = run.training_evaluator()
+    return _EVALUATORS[run.path]
 
 
-def _trainable(config: dict[str, Any], experiment: Experiment, run_dir: str, threads: int) -> None:
-    """One Tune trial: evaluate ``config["params"]``, report accuracy per epoch, then the ledger.
+def _trainable(config: dict[str, Any], run: Run, threads: int) -> None:
+    """One Tune trial: evaluate the proposal, report accuracy per epoch, then the ledger attributes.
 
     A candidate's failure is reported as a result (``state`` FAIL), never raised, so Tune
     does not retry it; only a lost worker or node makes Tune retry. A bug here is reported
-    as state ERROR: the driver stops the search with its traceback.
+    as state ERROR: the driver stops the search with its traceback. Pruning is decided by
+    the driver's scheduler, which stops the Tune trial.
     """
     from ray import tune
 
@@ -354,18 +329,12 @@ def _trainable(config: dict[str, Any], experiment: Experiment, run_dir: str, thr
     try:
         import torch
 
-        from nas.cost import model_cost
-
         torch.set_num_threads(threads)
-        candidate = _candidate(experiment, run_dir)
-        arch = candidate.space.from_decisions(config["params"])
-        epochs = candidate.proxy.epochs
-        cost = model_cost(arch, candidate.proxy.resolution, candidate.data.num_classes)
-        known: dict[str, Any] = {"params": cost.params, "macs": cost.macs}
-
-        def on_measured(step) -> None:
-            known.update(step_time=step.step_time, step_time_p10=step.step_time_p10,
-                         step_time_p90=step.step_time_p90, device=step.device, exclusive=step.exclusive)
+        evaluator = _evaluator(run)
+        epochs = run.experiment.proxy.epochs
+        proposal = Proposal(trial_id=int(config["trial_id"]), number=int(config["number"]), params=config["params"],
+                            arch=config["arch"], baseline=bool(config.get("baseline")))
+        known: dict[str, Any] = {}
 
         def report(epoch: int, accuracy: float) -> None:
             nonlocal epochs_done
@@ -374,8 +343,9 @@ def _trainable(config: dict[str, Any], experiment: Experiment, run_dir: str, thr
             # the trial on it (ASHA at max_t) would otherwise lose the finished result.
             if epoch < epochs:
                 tune.report({TIME_ATTR: epoch, METRIC: accuracy, **known})
+            return None
 
-        attrs = candidate.evaluate_arch(arch, int(config["number"]), report=report, on_measured=on_measured)
+        attrs = evaluator.evaluate(proposal, report=report, measured=known.update)
     except Exception:
         tune.report({TIME_ATTR: epochs_done, METRIC: None,
                      "ledger": json.dumps({"state": "ERROR", "error": traceback.format_exc()[-4000:]})})
@@ -486,7 +456,7 @@ def _adapters() -> dict[str, type]:
 
 
 # -- running a search --------------------------------------------------------------------------
-def run_on_ray(run: SearchRun, *, on_trial: OnTrial | None = None, log: Log = _stderr) -> None:
+def run_on_ray(run: Run, *, progress: Progress | None = None, log: Log = _stderr) -> None:
     """Run (or resume) ``run`` to its budget with Ray Tune; the study is written by this process only.
 
     Raises:
@@ -501,20 +471,17 @@ def run_on_ray(run: SearchRun, *, on_trial: OnTrial | None = None, log: Log = _s
     adapters = _adapters()
     started = _connect(ray, options, log)
     try:
-        search = RaySearch(run, on_trial=on_trial, log=log)
+        search = RaySearch(run, progress=progress, log=log)
         asha = None
         if options.scheduler == "asha":
             from ray.tune.schedulers import ASHAScheduler
 
-            epochs = exp.proxy_config().epochs
-            asha = ASHAScheduler(time_attr=TIME_ATTR, metric=METRIC, mode="max", max_t=epochs, grace_period=1,
-                                 reduction_factor=2)
+            asha = ASHAScheduler(time_attr=TIME_ATTR, metric=METRIC, mode="max", max_t=exp.proxy.epochs,
+                                 grace_period=1, reduction_factor=2)
         resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
         trainable = tune.with_resources(
-            tune.with_parameters(_trainable, experiment=_portable(exp), run_dir=str(run.run_dir.path.resolve()),
-                                 threads=max(1, int(options.cpus_per_trial))),
-            resources)
-        storage = (run.run_dir.path / "ray").resolve()
+            tune.with_parameters(_trainable, run=run, threads=max(1, int(options.cpus_per_trial))), resources)
+        storage = (run.path / "ray").resolve()
         storage.mkdir(parents=True, exist_ok=True)
         tuner = tune.Tuner(
             trainable,
@@ -529,12 +496,15 @@ def run_on_ray(run: SearchRun, *, on_trial: OnTrial | None = None, log: Log = _s
         )
         try:
             tuner.fit()
-        except KeyboardInterrupt:
-            search.interrupt_all("stopped by the user (Ctrl-C)")
+        except KeyboardInterrupt as stop:
+            search.interrupt_all("stopped (SIGTERM)" if type(stop).__name__ == "Terminated"
+                                 else "stopped by the user (Ctrl-C)")
             raise
         except BaseException as err:
             search.interrupt_all(f"the Ray driver stopped ({type(err).__name__}: {_last_line(str(err))})")
             raise
+        search.ledger.sync()
+        search._progress()
         left = search.interrupt_all("Ray Tune ended before the trial reported")
         if left:
             log(f"{left} trial(s) were still in flight when Ray Tune ended; they are queued again")
@@ -549,24 +519,11 @@ def _trial_name(trial) -> str:
     return f"trial_{trial.config.get('number', 'x')}_{trial.trial_id}"
 
 
-def _portable(exp: Experiment) -> Experiment:
-    """Relative paths made absolute: Tune runs trainables in their own directories, maybe elsewhere."""
-    changes: dict[str, str] = {}
-    if exp.space.endswith((".yaml", ".yml")) and not Path(exp.space).is_absolute():
-        changes["space"] = str(Path(exp.space).resolve())
-    if exp.data_dir and not Path(exp.data_dir).is_absolute():
-        changes["data_dir"] = str(Path(exp.data_dir).resolve())
-    return dataclasses.replace(exp, **changes) if changes else exp
-
-
 def _connect(ray, options, log: Log) -> bool:
     """Join ``options.address``, or start a private Ray on 127.0.0.1; True when this call did it."""
     if ray.is_initialized():
         return False
-    # The driver's NAS_* settings (step-time cache, data folder) hold for its workers too.
-    env_vars = {k: v for k, v in os.environ.items() if k.startswith("NAS_")}
-    common: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False,
-                              "runtime_env": {"env_vars": env_vars} if env_vars else None}
+    common: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
     if options.address:
         ray.init(address=options.address, **common)
         log(f"connected to the Ray cluster at {options.address}")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 __all__ = ["resolve_arch", "default_resolution", "print_json", "format_table", "cell", "epoch_progress"]
@@ -11,17 +10,9 @@ __all__ = ["resolve_arch", "default_resolution", "print_json", "format_table", "
 
 def resolve_arch(text: str):
     """ARCH on the command line: a baseline name, an arch string, or a file holding one."""
-    from nas.arch import parse_arch
-    from nas.baselines import baseline, baseline_names
+    from nas.baselines import resolve_arch as resolve
 
-    if text in baseline_names():
-        return baseline(text)
-    if len(text.split()) == 1:
-        if Path(text).is_file():
-            return parse_arch(Path(text).read_text(encoding="utf-8"))
-        if text.startswith("efficientnet"):
-            return baseline(text)  # raises: unknown baseline, listing the names
-    return parse_arch(text)
+    return resolve(text)
 
 
 def default_resolution(text: str) -> int:

@@ -59,8 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from nas.data import load_dataset
-    from nas.evaluate import default_cache, evaluate
+    from nas.evaluate import evaluate
     from nas.reward import reward_preset
+    from nas.runtime import RuntimeOptions
     from nas.train import ProxyConfig
 
     arch = resolve_arch(args.arch)
@@ -69,11 +70,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     proxy = ProxyConfig(epochs=args.epochs, resolution=args.resolution, seed=args.seed, **overrides)
     data = load_dataset(args.dataset, data_dir=args.data_dir, download=args.download, seed=0,
                         resolution=args.resolution if args.dataset in ("imagefolder", "synthetic") else None)
-    cache = None if args.no_cache else default_cache()
+    runtime = RuntimeOptions.from_environment()
+    cache = None if args.no_cache else runtime.step_time_cache()
     device = None if args.device == "auto" else args.device
     progress = None if args.json or not sys.stderr.isatty() else epoch_progress(args.epochs)
     result = evaluate(arch, data, proxy, reward_preset("efficientnetv2"), reference=reference, device=device,
-                      cache=cache, on_epoch=progress)
+                      cache=cache, on_epoch=progress, lock_dir=runtime.lock_dir)
     if args.json:
         print_json(result.to_dict())
     else:
@@ -86,14 +88,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    from nas.evaluate import default_cache, measure_arch
+    from nas.evaluate import measure_arch
+    from nas.runtime import RuntimeOptions
     from nas.train import ProxyConfig
 
     arch = resolve_arch(args.arch)
     proxy = ProxyConfig(batch_size=args.batch, resolution=args.resolution, dtype=args.dtype)
     device = None if args.device == "auto" else args.device
+    runtime = RuntimeOptions.from_environment()
     step = measure_arch(arch, num_classes=args.num_classes, proxy=proxy, device=device,
-                        cache=None if args.no_cache else default_cache())
+                        cache=None if args.no_cache else runtime.step_time_cache(), lock_dir=runtime.lock_dir)
     data = {"arch": str(arch), **step.to_dict()}
     if args.json:
         print_json(data)

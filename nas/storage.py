@@ -1,0 +1,281 @@
+"""Where a study lives: opening an Optuna storage, and writing a trial's fields in one go.
+
+Optuna writes every ``suggest_*`` and every ``set_user_attr`` in a transaction of its own;
+a search that records two dozen decisions and a dozen ledger fields per candidate then
+spends most of its bookkeeping on commits. :class:`BatchingStorage` wraps the real storage
+and, inside ``with storage.batch():``, keeps those writes in memory and commits them
+together when the block ends (or just before the trial changes state), in one
+transaction on a relational database.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterator
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.storages import BaseStorage, RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = ["StorageError", "BatchingStorage", "open_storage", "sqlite_path"]
+
+
+class StorageError(ValueError):
+    """A storage that cannot be opened or read; one line naming it and a way out."""
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of an ``sqlite:///`` URL (None for other storages)."""
+    return Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+
+
+def open_storage(url: str) -> BatchingStorage:
+    """The Optuna storage at ``url``, wrapped for batched writes.
+
+    SQLite runs in write-ahead-log mode with ``synchronous=NORMAL``: readers never block the
+    writer, a commit costs no fsync, and a killed process still leaves a consistent file.
+
+    Raises:
+        StorageError: the URL is not understood, the database cannot be reached, or the
+            file is not a readable SQLite database.
+    """
+    try:
+        if url.startswith("sqlite:"):
+            path = sqlite_path(url)
+            if path is not None and path.exists() and path.is_file() and path.stat().st_size:
+                _check_sqlite_file(path)
+            storage = RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+            _tune_sqlite(storage)
+        elif url.startswith(("postgresql", "mysql")):
+            engine_url = url
+            if url.startswith("postgresql://"):
+                engine_url = "postgresql+psycopg://" + url[len("postgresql://"):]  # SQLAlchemy 2 + psycopg 3
+            storage = RDBStorage(engine_url, engine_kwargs={"pool_pre_ping": True,
+                                                            "connect_args": _connect_timeout(engine_url)})
+        elif url.startswith("journal:"):
+            from optuna.storages.journal import JournalFileBackend
+
+            storage = optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
+        else:
+            raise StorageError(f"storage {url!r}: use sqlite:///PATH, postgresql://USER@HOST:PORT/DB or journal:PATH")
+    except StorageError:
+        raise
+    except Exception as err:  # SQLAlchemy, psycopg, OS errors: say which storage and why, in one line
+        raise StorageError(f"storage {_safe(url)}: cannot open it: {_first_line(err)}") from None
+    return BatchingStorage(optuna.storages.get_storage(storage) if isinstance(storage, RDBStorage) else storage)
+
+
+def _connect_timeout(url: str) -> dict[str, Any]:
+    return {"connect_timeout": 10} if "psycopg" in url else {}
+
+
+def _check_sqlite_file(path: Path) -> None:
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=120)) as conn:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("integrity check failed")
+    except sqlite3.DatabaseError as err:
+        raise StorageError(f"{path} is not a readable SQLite study ({err}); rerun the search with --fresh "
+                           "to start over, or move the file away") from None
+
+
+def _tune_sqlite(storage: RDBStorage) -> None:
+    from sqlalchemy import event
+
+    def on_connect(connection, _record) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(storage.engine, "connect", on_connect)
+    storage.engine.dispose()  # connections opened before the listener reconnect with it
+
+
+def _safe(url: str) -> str:
+    """The URL without a password."""
+    head, at, tail = url.rpartition("@")
+    if not at or "://" not in head:
+        return url
+    scheme, _, credentials = head.partition("://")
+    return f"{scheme}://{credentials.split(':', 1)[0]}@{tail}"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(getattr(err, "orig", None) or err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:300]
+
+
+class BatchingStorage:
+    """An Optuna storage whose per-field trial writes can be committed together.
+
+    Everything is delegated to the wrapped storage, except that inside :meth:`batch` the
+    writes of params and attributes are kept per trial and committed at the end of the
+    block (a trial's buffer is also committed just before its state changes, since a
+    finished trial accepts no more writes). Reads of a trial see its buffered writes.
+    """
+
+    def __init__(self, storage: BaseStorage) -> None:
+        self._storage = storage
+        self._local = threading.local()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_storage": self._storage}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._storage = state["_storage"]
+        self._local = threading.local()
+
+    @property
+    def backend(self) -> BaseStorage:
+        """The real storage (an RDBStorage behind Optuna's cache, a JournalStorage, ...)."""
+        return getattr(self._storage, "_backend", self._storage)
+
+    # -- batching -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Buffer trial writes made in this thread until the block ends."""
+        if getattr(self._local, "buffers", None) is not None:  # nested: the outer block commits
+            yield
+            return
+        self._local.buffers = defaultdict(_Writes)
+        try:
+            yield
+            for trial_id in list(self._local.buffers):
+                self._flush(trial_id)
+        finally:
+            self._local.buffers = None
+
+    def _buffer(self, trial_id: int) -> _Writes | None:
+        buffers = getattr(self._local, "buffers", None)
+        return None if buffers is None else buffers[trial_id]
+
+    def _flush(self, trial_id: int) -> None:
+        buffers = getattr(self._local, "buffers", None)
+        writes = buffers.pop(trial_id, None) if buffers is not None else None
+        if writes is None or not writes:
+            return
+        rdb = self.backend
+        if isinstance(rdb, RDBStorage):
+            _commit_rdb(rdb, trial_id, writes)
+            return
+        for name, (internal, distribution) in writes.params.items():
+            self._storage.set_trial_param(trial_id, name, internal, distribution)
+        for key, value in writes.user_attrs.items():
+            self._storage.set_trial_user_attr(trial_id, key, value)
+        for key, value in writes.system_attrs.items():
+            self._storage.set_trial_system_attr(trial_id, key, value)
+
+    # -- the writes that are buffered ---------------------------------------------------------
+    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                        distribution: BaseDistribution) -> None:
+        writes = self._buffer(trial_id)
+        if writes is None:
+            self._storage.set_trial_param(trial_id, param_name, param_value_internal, distribution)
+        else:
+            writes.params[param_name] = (param_value_internal, distribution)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        writes = self._buffer(trial_id)
+        if writes is None:
+            self._storage.set_trial_user_attr(trial_id, key, value)
+        else:
+            writes.user_attrs[key] = value
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        writes = self._buffer(trial_id)
+        if writes is None:
+            self._storage.set_trial_system_attr(trial_id, key, value)
+        else:
+            writes.system_attrs[key] = value
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
+        self._flush(trial_id)
+        return self._storage.set_trial_state_values(trial_id, state=state, values=values)
+
+    # -- reads see the buffer -------------------------------------------------------------------
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        trial = self._storage.get_trial(trial_id)
+        buffers = getattr(self._local, "buffers", None)
+        writes = buffers.get(trial_id) if buffers is not None else None
+        return writes.apply(trial) if writes else trial
+
+
+class _Writes:
+    """One trial's buffered writes."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, tuple[float, BaseDistribution]] = {}
+        self.user_attrs: dict[str, Any] = {}
+        self.system_attrs: dict[str, Any] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.params or self.user_attrs or self.system_attrs)
+
+    def apply(self, trial: FrozenTrial) -> FrozenTrial:
+        import copy
+
+        trial = copy.copy(trial)
+        trial.params = {**trial.params, **{n: d.to_external_repr(v) for n, (v, d) in self.params.items()}}
+        trial.distributions = {**trial.distributions, **{n: d for n, (_, d) in self.params.items()}}
+        trial.user_attrs = {**trial.user_attrs, **self.user_attrs}
+        trial.system_attrs = {**trial.system_attrs, **self.system_attrs}
+        return trial
+
+
+def _commit_rdb(rdb: RDBStorage, trial_id: int, writes: _Writes) -> None:
+    """All of one trial's buffered writes in one transaction: one upsert statement per table."""
+    import json
+
+    from optuna.distributions import distribution_to_json
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(rdb.scoped_session) as session:
+        trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+        rdb.check_trial_is_updatable(trial_id, trial.state)
+        if writes.params:
+            rows = [{"trial_id": trial_id, "param_name": name, "param_value": internal,
+                     "distribution_json": distribution_to_json(distribution)}
+                    for name, (internal, distribution) in writes.params.items()]
+            _upsert(session, rdb, models.TrialParamModel, rows, ("trial_id", "param_name"),
+                    ("param_value", "distribution_json"))
+        for model, attrs in ((models.TrialUserAttributeModel, writes.user_attrs),
+                             (models.TrialSystemAttributeModel, writes.system_attrs)):
+            if attrs:
+                rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+                        for key, value in attrs.items()]
+                _upsert(session, rdb, model, rows, ("trial_id", "key"), ("value_json",))
+
+
+def _upsert(session, rdb: RDBStorage, model, rows: list[dict[str, Any]], keys: tuple[str, ...],
+            updates: tuple[str, ...]) -> None:
+    """INSERT ... ON CONFLICT UPDATE of several rows in one statement (SQLite, PostgreSQL, MySQL)."""
+    dialect = rdb.engine.name
+    if dialect in ("sqlite", "postgresql"):
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        statement = insert(model).values(rows)
+        statement = statement.on_conflict_do_update(index_elements=list(keys),
+                                                    set_={c: getattr(statement.excluded, c) for c in updates})
+    elif dialect == "mysql":
+        from sqlalchemy.dialects.mysql import insert
+
+        statement = insert(model).values(rows)
+        statement = statement.on_duplicate_key_update({c: getattr(statement.inserted, c) for c in updates})
+    else:  # another database: the ORM, row by row, still in this one transaction
+        for row in rows:
+            session.merge(model(**row))
+        return
+    session.execute(statement)
