@@ -22,12 +22,12 @@ os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nas.cli import arch, candidate, data, results, search
+    from nas.cli import arch, candidate, data, estimate, results, search
 
     parser = argparse.ArgumentParser(prog="nas", description="Hardware-aware architecture search over "
                                                              "EfficientNet-style networks.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (arch, candidate, data, search, results):
+    for module in (arch, candidate, data, search, estimate, results):
         module.register(sub)
     return parser
 
