@@ -121,12 +121,15 @@ def test_default_minival_size() -> None:
     assert writer.default_val_size(1_281_167) == 25_000
 
 
-def test_two_workers_write_the_same_bytes(tmp_path: Path) -> None:
+def test_two_workers_write_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_folder(tmp_path / "src", per_class=30, size=12)
+    (tmp_path / "src" / "train" / "bee" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    monkeypatch.setattr(writer._FolderSource, "chunk", 4)  # enough tasks for the worker pool
     for name, workers in (("one", 1), ("two", 2)):
         prepare(tmp_path / "src", tmp_path / name, resolution=8, val_size=10, workers=workers)
     for name in ("train_x.npy", "minival_x.npy", "train_y.npy"):
         assert _sha256(tmp_path / "one" / name) == _sha256(tmp_path / "two" / name)
+    assert read_manifest(tmp_path / "two").skipped == ("train/bee/broken.jpg",)
 
 
 def test_npz_source_mapped_and_resized(tmp_path: Path) -> None:

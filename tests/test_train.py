@@ -78,7 +78,7 @@ def test_same_seed_same_result_and_caller_rng_untouched(digits: Dataset) -> None
 def test_model_keeps_trained_weights(digits: Dataset) -> None:
     model = _seeded_net()
     initial = [p.detach().clone() for p in model.parameters()]
-    result = train(model, digits, dataclasses.replace(FAST, epochs=1))
+    result = train(model, digits, dataclasses.replace(FAST, epochs=1), device="cpu")
     assert any(not torch.equal(a, b.detach()) for a, b in zip(initial, model.parameters()))
     # the caller can evaluate the trained model itself and gets the trainer's number
     data = digits.val_x.float()

@@ -61,6 +61,7 @@ _VAL_SHARE, _VAL_CAP = 0.1, 25_000
 _FOLDER_CHUNK = 64     # images per decode task: small enough for a smooth progress bar
 _ARRAY_CHUNK = 512     # rows per copy from an array source
 _SAVE_EVERY_S = 5.0    # progress is made durable this often (and on any interruption)
+_POOL_MIN_TASKS = 4    # decode tasks per worker below which a stage is decoded in this process
 
 
 @dataclass(frozen=True)
@@ -246,15 +247,20 @@ class _FolderSource:
 
     def decode(self, split: str, chunks: Sequence[np.ndarray]) -> Iterator[tuple[np.ndarray, list[int]]]:
         tasks = [(self.root, [self.paths[split][i] for i in chunk], self.resolution) for chunk in chunks]
-        if self.workers == 1:
+        if self.workers == 1 or self._pool is None and len(tasks) < _POOL_MIN_TASKS * self.workers:
+            # too little work to repay starting the workers (a second or two)
             yield from map(_decode_task, tasks)
             return
         if self._pool is None:
             import multiprocessing
 
-            # fork: the workers need only Pillow and start at once; they ignore Ctrl-C, so
-            # the parent alone stops them, saves its progress and says so once
-            self._pool = multiprocessing.get_context("fork").Pool(self.workers, initializer=_ignore_sigint)
+            # forkserver, not fork: this process may hold threads (torch's), and forking a
+            # threaded process can deadlock; the server imports this module once and forks
+            # the workers from that clean state. Workers ignore Ctrl-C, so the parent alone
+            # stops them, saves its progress and says so once.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+            self._pool = context.Pool(self.workers, initializer=_ignore_sigint)
         yield from self._pool.imap(_decode_task, tasks)
 
     def close(self) -> None:
