@@ -70,6 +70,11 @@ class TrainingEvaluator:
                                  val_fraction=exp.data.val_fraction,
                                  resolution=exp.proxy.resolution if exp.data.dataset in ("imagefolder", "synthetic") else None)
         self.cache, self.lock_dir, self.weights_dir = runtime.step_time_cache(), runtime.lock_dir, weights_dir
+        self.log = log
+        if log is not None:
+            data, (_, height, width) = self.data, self.data.train.image_shape
+            log(f"data: {exp.data.dataset}, {len(data.train):,} training and {len(data.val):,} minival images "
+                f"({height}x{width}, {data.num_classes} classes{', memory-mapped' if data.train.mapped else ''})")
         self.reference = exp.reference_arch
         if log is not None and self.reference is not None:
             log(f"measuring S of the reference {self.reference} (the reward's S0)")
@@ -113,6 +118,8 @@ class TrainingEvaluator:
 
         def on_epoch(epoch: int, accuracy: float) -> None:
             epochs.append(accuracy)
+            if self.log is not None:
+                self.log(f"  trial {proposal.number}: epoch {epoch}/{proxy.epochs}, val accuracy {accuracy:.4f}")
             reason = report(epoch, accuracy)
             if reason is not None:
                 raise _Stopped(reason)

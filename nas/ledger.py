@@ -263,19 +263,30 @@ class Ledger:
         return self._ask_controller()
 
     def _ask_controller(self) -> Proposal:
+        """A new trial with the controller's proposal: what ``Study.ask`` does, minus two reads.
+
+        The ledger pops WAITING trials itself (``Study.ask`` would scan the study for them
+        once more), and the sampler, which reads the study through Optuna's per-ask trial
+        cache, is handed the snapshot this ask has just read instead of reading it again.
+        """
         study, storage = self.study, self.study._storage
         before = len(self._index.trials)
+        study._thread_local.cached_all_trials = self._index.trials
         try:
             with storage.batch():
-                trial = study.ask(self.distributions)
-                arch = str(self.space.from_decisions(trial.params))
+                trial = optuna.Trial(study, storage.create_new_trial(study._study_id))
+                params = {name: trial.suggest_categorical(name, dist.choices)
+                          for name, dist in self.distributions.items()}
+                arch = str(self.space.from_decisions(params))
                 trial.set_user_attr("arch", arch)
                 trial.set_user_attr("worker", self.worker)
         except BaseException as err:  # Ctrl-C too: never leave a half-made trial RUNNING
             message = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
             self._fail_orphans(before, f"the controller failed: {message}")
             raise
-        return self._proposal(trial._trial_id, trial.number, trial.params, {"arch": arch})
+        finally:
+            study._thread_local.cached_all_trials = None
+        return self._proposal(trial._trial_id, trial.number, params, {"arch": arch})
 
     def _escape(self) -> Proposal:
         """A uniform draw among the architectures not yet in the study, past the controller."""

@@ -273,11 +273,20 @@ class _FileLock:
     def acquire(self, shared: bool, deadline: float | None) -> None:
         """Takes the lock, polling until ``deadline`` (perf_counter) when given.
 
+        When the lock is taken by others, says once who holds it: a search that waits
+        for the device must not look hung.
+
         Raises:
             TimeoutError: When the deadline passes first.
         """
         assert self._fd is not None and fcntl is not None
         mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        try:
+            fcntl.flock(self._fd, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            holders = ", ".join(str(pid) for pid in self.holders()) or "another process"
+            _log.warning("nas: waiting for the device (%s, held by PID %s)", self.path.name, holders)
         if deadline is None:
             fcntl.flock(self._fd, mode)
             return
@@ -291,6 +300,23 @@ class _FileLock:
                         f"could not take the {'shared' if shared else 'exclusive'} "
                         f"lock {self.path} in time") from None
                 time.sleep(_POLL_S)
+
+    def holders(self) -> list[int]:
+        """PIDs holding a lock on this file, from /proc/locks (Linux; empty elsewhere)."""
+        assert self._fd is not None
+        st = os.fstat(self._fd)
+        inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        pids = set()
+        try:
+            with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+                for line in fh:
+                    parts = line.split()
+                    # "1: FLOCK  ADVISORY  WRITE 1234 00:2e:5678 0 EOF"; waiters are marked "->"
+                    if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == inode and parts[4] != str(os.getpid()):
+                        pids.add(int(parts[4]))
+        except (OSError, ValueError):
+            return []
+        return sorted(pids)
 
     def release(self) -> None:
         """Unlocks and closes; closing alone would unlock, this is explicit."""

@@ -53,6 +53,7 @@ def run_search(experiment: Experiment, run_dir: str | Path | None = None, *, fre
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search prints its own lines
     run = Run(experiment, Path(run_dir or Path("runs") / experiment.name).absolute(), runtime)
     chosen = backend(experiment.backend)
+    log(_banner(run))
     _preflight(run, fresh=fresh)  # cheap refusals first, before any data is loaded or S measured
     chosen.check(run, log)
     with prepare(run, fresh=fresh, log=log) as ledger:
@@ -63,6 +64,20 @@ def run_search(experiment: Experiment, run_dir: str | Path | None = None, *, fre
         chosen.run(run, Progress(run, log, counted=ledger.counted()), log)
         ledger.cancel_leftovers()
     return run
+
+
+def _banner(run: Run) -> str:
+    """What this search is, in one line, before anything slow happens."""
+    import torch
+
+    exp = run.experiment
+    where = {"local": f"local, {exp.workers} worker{'s' if exp.workers > 1 else ''}",
+             "ray": f"ray, {exp.ray.max_concurrent} trials at a time",
+             "simulated": f"simulated, {exp.simulated.workers} virtual worker{'s' if exp.simulated.workers > 1 else ''}"}
+    device = exp.device if exp.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    return (f"nas search {exp.name}: space {exp.space.name} ({exp.space.size:,} architectures), data "
+            f"{exp.data.dataset}, budget {exp.trials} trials (distinct architectures), controller "
+            f"{exp.controller.name}, backend {where[exp.backend]}, device {device}; run directory {run.path}")
 
 
 @contextlib.contextmanager

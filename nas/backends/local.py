@@ -78,7 +78,7 @@ class LocalBackend:
         workers = _workers(run, None)
         if workers == 1:
             evaluator = self._evaluator or run.training_evaluator(log=log)
-            work(run.ledger(), evaluator, progress=progress)
+            work(run.ledger(), evaluator, progress=progress, log=log)
             return
         _run_processes(run, workers, progress)
 
@@ -137,8 +137,11 @@ def _worker_main(run: Run, index: int, threads: int) -> None:
     die_with_parent()
     stop_on_sigterm()
     torch.set_num_threads(threads)
+    def log(message: str) -> None:
+        print(f"worker {index}: {message.strip()}", file=sys.stderr, flush=True)
+
     try:
-        work(run.ledger(worker_index=index), run.training_evaluator())
+        work(run.ledger(worker_index=index), run.training_evaluator(log=log if index == 0 else None), log=log)
     except KeyboardInterrupt:
         sys.exit(130)
     except (ValueError, OSError, LookupError) as err:  # a user's mistake (bad data, say): one line
