@@ -475,6 +475,17 @@ def test_npz_empty_nan_single_class_and_folder(tmp_path: Path) -> None:
     assert str(info.value) == f"npz: {tmp_path} is a folder (expected an .npz file with arrays x and y)"
 
 
+def test_npz_class_names_must_cover_the_labels(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.zeros((6, 8, 8), np.uint8), y=np.arange(6) % 3, classes=np.array(["a", "b"]))
+    with pytest.raises(DataError) as info:
+        load_dataset("npz", data_dir=path)
+    assert str(info.value) == f"npz: classes in {path} names 2 classes, but the labels go up to 2"
+    np.savez(path, x=np.zeros((6, 8, 8), np.uint8), y=np.arange(6) % 3, classes=np.array(["a", "b", "c", "d"]))
+    ds = load_dataset("npz", data_dir=path)
+    assert ds.num_classes == 4 and ds.classes == ("a", "b", "c", "d")
+
+
 def test_npz_bad_content(tmp_path: Path) -> None:
     path = tmp_path / "d.npz"
     np.savez(path, x=np.zeros((4, 3, 3), np.uint8), y=np.arange(3))

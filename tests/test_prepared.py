@@ -188,6 +188,14 @@ def test_class_subsets_and_images_per_class(tmp_path: Path) -> None:
         prepare(tmp_path / "src", tmp_path / "bad", resolution=8, val_size=18)
 
 
+def test_classes_without_test_images_leave_no_test_split(tmp_path: Path) -> None:
+    write_folder(tmp_path / "src", per_class=4)
+    (tmp_path / "src" / "val" / "ant").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "src" / "val" / "ant" / "0.png")
+    prepare(tmp_path / "src", tmp_path / "out", resolution=8, classes=["bee", "cat"], val_size=2, workers=1)
+    assert dict(read_manifest(tmp_path / "out").images) == {"minival": 2, "train": 6}
+
+
 def test_unreadable_images_are_skipped_and_listed(tmp_path: Path, nas_cli) -> None:
     write_folder(tmp_path / "src", per_class=5)
     (tmp_path / "src" / "train" / "bee" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")

@@ -583,6 +583,8 @@ def open_npz(name: str, path: Path, *, mmap: bool = False) -> NpzContents:
     classes = tuple(str(c) for c in arrays["classes"]) if "classes" in arrays else ()
     labels = [y] if y_test is None else [y, y_test]
     num_classes = check_classes(labels, f"{name}: y in {path}", named=len(classes))
+    if classes and len(classes) < num_classes:
+        raise DataError(f"{name}: classes in {path} names {len(classes)} classes, but the labels go up to {num_classes - 1}")
     hflip = bool(arrays["hflip"]) if "hflip" in arrays else True
     return NpzContents(path, x, y, x_test, y_test, num_classes, hflip, classes)
 

@@ -369,6 +369,8 @@ def _plan(source: _FolderSource | _ArraySource, resolution: int, classes: int | 
     remap[keep] = np.arange(len(keep))
     train = _select(remap[source.labels["train"]], per_class)
     test = _select(remap[source.labels["test"]], None) if "test" in source.labels else None
+    if test is not None and len(test) == 0:
+        test = None  # the classes kept have no test images: no test split
     if val_size is None:
         val_size = default_val_size(len(train))
     if val_size >= len(train):
