@@ -592,11 +592,13 @@ def _row_dict(row: pd.Series) -> dict[str, Any]:
 
 def compare_runs(runs: Sequence[Data], objectives: Objectives = None,
                  reference: Sequence[float] | None = None) -> pd.DataFrame:
-    """One row per run: best reward, front size and hypervolume under one shared reference.
+    """One row per run: best reward, front size, hypervolume under one shared reference, devices.
 
     The reference (default :func:`default_reference` over all runs' trials together) is
-    the same for every run, so their hypervolumes compare. ``frame.attrs["reference"]``
-    and ``frame.attrs["objectives"]`` say what was used.
+    the same for every run, so their hypervolumes compare; they are normalised by the
+    reference's minimized values, so they have no unit. ``frame.attrs["reference"]`` and
+    ``frame.attrs["objectives"]`` say what was used; ``devices`` lists the device
+    fingerprints each run measured S on (step times of different devices do not compare).
     """
     objs = _objectives(objectives)
     frames = [trials_frame(r) for r in runs]
@@ -605,6 +607,10 @@ def compare_runs(runs: Sequence[Data], objectives: Objectives = None,
     if reference is None:
         pooled = pd.concat([complete_trials(f, include_duplicates=True) for f in frames], ignore_index=True)
         reference = default_reference(pooled, objs)
+    # Each minimized objective is divided by its reference value, so the hypervolume has no
+    # unit (S in seconds or ms, params in ones or millions give the same figure): the share
+    # of the box between the origin and the reference point that the front dominates.
+    scale = float(np.prod([r for r, d in zip(reference, objs.values()) if d == "minimize"] or [1.0]))
     rows = []
     for run, frame in zip(runs, frames):
         summary = run_summary(frame)
@@ -617,7 +623,8 @@ def compare_runs(runs: Sequence[Data], objectives: Objectives = None,
             "best_trial": int(best["number"].iloc[0]) if len(best) else None,
             "best_accuracy": float(done["accuracy"].max()) if len(done) else None,
             "front_size": len(pareto_table(frame, objs)),
-            "hypervolume": front_hypervolume(frame, objs, reference),
+            "hypervolume": front_hypervolume(frame, objs, reference) / scale,
+            "devices": summary["devices"],
         })
     table = pd.DataFrame(rows)
     table.attrs.update(reference=list(reference), objectives=list(objs))

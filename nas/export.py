@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 __all__ = ["FORMATS", "STATE_DICT_FORMAT", "TrialWeights", "ExportResult", "export_model", "export_trial",
-           "find_trial", "load_exported", "save_state_dict", "trial_model"]
+           "export_file", "find_trial", "load_exported", "save_state_dict", "trial_model", "check_writable"]
 
 FORMATS = ("onnx", "torchscript", "state_dict")
 STATE_DICT_FORMAT = "nas.state_dict/1"
@@ -158,6 +158,31 @@ def trial_model(run: str | Path, trial: int | str) -> tuple[nn.Module, TrialWeig
 
 
 # -- writing ----------------------------------------------------------------------------------------
+def check_writable(path: str | Path) -> Path:
+    """Make sure ``path`` can be written, before any work is spent on what goes in it.
+
+    The folder is created if missing, and the file is opened for appending (and removed
+    again if it was not there), which is the only test that holds for every file system.
+
+    Raises:
+        OSError: one line naming the path and why it cannot be written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory; give a file name for the output")
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab"):
+            pass
+    except OSError as err:
+        raise OSError(f"{path}: cannot be written ({err.strerror or err}); choose another --out") from None
+    if not existed:
+        path.unlink()
+    return path
+
+
+
 def _meta(arch: str, num_classes: int, resolution: int, **extra: Any) -> dict[str, Any]:
     return {"format": STATE_DICT_FORMAT, "arch": str(arch), "num_classes": int(num_classes),
             "resolution": int(resolution), **extra}
@@ -231,14 +256,43 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, meta: dict
     onnx.save(proto, str(path))
 
 
-def export_trial(run: str | Path, trial: int | str, format: str, out: str | Path) -> ExportResult:
-    """Export one trial of a run (``nas export RUN --trial N|best --format F --out PATH``)."""
+def export_trial(run: str | Path, trial: int | str, format: str, out: str | Path, *,
+                 untrained: bool = False) -> ExportResult:
+    """Export one trial of a run (``nas export RUN --trial N|best --format F --out PATH``).
+
+    Args:
+        untrained: Export the trial's initial weights when the run kept no trained ones;
+            without it that is refused, since an untrained network is rarely what is wanted.
+
+    Raises:
+        ValueError: no such trial, or no trained weights (and not ``untrained``).
+    """
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r} (choose from {', '.join(FORMATS)})")
+    check_writable(out)
     model, info = trial_model(run, trial)
+    if not info.trained and not untrained:
+        raise ValueError(f"{run}: trial {info.number} kept no trained weights (the run has keep_weights: false); "
+                         f"train it with `nas train {run} --trial {info.number} --out best.pt` and export that file, "
+                         "or pass --untrained for its initial weights")
     path = export_model(model, out, format, arch=info.arch, num_classes=info.num_classes,
                         resolution=info.resolution, trained=info.trained, trial=info.number, run=str(run))
     return ExportResult(str(path), format, info)
+
+
+def export_file(source: str | Path, format: str, out: str | Path) -> tuple[Path, dict[str, Any]]:
+    """Convert a ``state_dict`` export (``nas train --out``) to ``format``; returns the path and its facts."""
+    from nas.builder import build_model
+
+    check_writable(out)
+    saved = _load_state_file(Path(source))
+    model = build_model(saved["arch"], num_classes=int(saved["num_classes"]))
+    model.load_state_dict(saved["state_dict"])
+    facts = {k: v for k, v in saved.items() if k not in ("state_dict", "format")}
+    path = export_model(model, out, format, **{**facts, "arch": saved["arch"],
+                                               "num_classes": int(saved["num_classes"]),
+                                               "resolution": int(saved.get("resolution") or 224)})
+    return path, facts
 
 
 # -- reading ---------------------------------------------------------------------------------------------

@@ -36,6 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
+    except BrokenPipeError:
+        # the reader went away (`nas show ... | head`): stop quietly, as other tools do
+        _silence_stdout()
+        return 141
     except KeyboardInterrupt:
         print("nas: interrupted", file=sys.stderr)
         return 130
@@ -45,3 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"nas {args.command}: error: {message}", file=sys.stderr)
         return 2
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that flushing it at exit raises no second BrokenPipeError."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

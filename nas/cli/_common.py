@@ -49,9 +49,8 @@ def cell(v: Any) -> str:
     return str(v)
 
 
-def epoch_progress(epochs: int) -> Callable[[int, float], None]:
+def epoch_progress(epochs: int, what: str = "val accuracy") -> Callable[[int, float], None]:
+    """A line per epoch on stderr: long trainings must never look hung."""
     def show(epoch: int, accuracy: float) -> None:
-        bar = "#" * epoch + "." * (epochs - epoch)
-        print(f"\r[{bar}] epoch {epoch}/{epochs}  val accuracy {accuracy:.4f}", end="\n" if epoch == epochs else "",
-              file=sys.stderr, flush=True)
+        print(f"  epoch {epoch}/{epochs}: {what} {accuracy:.4f}", file=sys.stderr, flush=True)
     return show

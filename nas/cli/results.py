@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from nas.cli._common import format_table, print_json
 
@@ -38,8 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_report)
 
     p = sub.add_parser("export", help="export a trial's network: ONNX, TorchScript or a state_dict file")
-    p.add_argument("run")
+    p.add_argument("run", help="a run directory, or a state_dict file written by nas train --out")
     p.add_argument("--trial", default="best", help="a trial number or 'best' (highest reward, default)")
+    p.add_argument("--untrained", action="store_true",
+                   help="export the initial weights when the run kept no trained ones (keep_weights: false)")
     p.add_argument("--format", choices=["onnx", "torchscript", "state_dict"])
     p.add_argument("--out", required=True, metavar="F")
     p.add_argument("--json", action="store_true")
@@ -47,32 +48,43 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_trials(args: argparse.Namespace) -> int:
-    from nas.study import LEDGER_FIELDS, RunDir, ledger
+    from nas.study import RunDir, ledger
 
     rows = ledger(RunDir(args.run).load_study())
     if args.json:
-        print_json(rows)
+        print_json(rows)  # JSON keeps seconds (the ledger's unit); text tables say ms
         return 0
-    print(format_table([[r[k] for k in LEDGER_FIELDS if k != "macs"] for r in rows],
-                       [k for k in LEDGER_FIELDS if k != "macs"]))
+    columns = ["number", "state", "arch", "accuracy", "S (ms)", "params", "reward", "reason", "duplicate_of"]
+    print(format_table([[r["number"], r["state"], r["arch"], r["accuracy"], _ms(r["step_time"]), r["params"],
+                         r["reward"], r["reason"], r["duplicate_of"]] for r in rows], columns))
     return 0
 
 
+def _ms(seconds):
+    return None if seconds is None else seconds * 1e3
+
+
 def cmd_pareto(args: argparse.Namespace) -> int:
+    import sys
+
     from nas.analysis import pareto_table
 
-    front = pareto_table(args.run, objectives=args.objectives.split(",") if args.objectives else None)
+    objectives = args.objectives.split(",") if args.objectives else None
+    front = pareto_table(args.run, objectives=objectives)
     if args.csv:
         front.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv} ({len(front)} trials on the front)", file=sys.stderr if args.json else sys.stdout)
     if args.plot:
         from nas.plots import plot_front
 
-        plot_front(args.run, args.plot, objectives=args.objectives.split(",") if args.objectives else None)
+        plot_front(args.run, args.plot, objectives=objectives)
+        print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(front.to_json(orient="records", indent=2))
     elif not (args.csv or args.plot):
         cols = [c for c in ("number", "arch", "accuracy", "step_time", "params", "macs", "reward") if c in front]
-        print(format_table(front[cols].values.tolist(), cols))
+        rows = [[_ms(v) if c == "step_time" else v for c, v in zip(cols, row)] for row in front[cols].values.tolist()]
+        print(format_table(rows, ["S (ms)" if c == "step_time" else c for c in cols]))
     return 0
 
 
@@ -91,8 +103,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 0
     cols = ["run", "controller", "trials", "complete", "best_reward", "best_trial", "front_size", "hypervolume"]
     print(format_table([[None if v != v else v for v in row] for row in table[cols].values.tolist()], cols))
-    ref = ", ".join(f"{n} {v:.4g}" for n, v in zip(table.attrs["objectives"], table.attrs["reference"]))
-    print(f"front over {', '.join(table.attrs['objectives'])}; hypervolume reference: {ref}")
+    ref = ", ".join(f"{n} {v * 1e3:.4g} ms" if n == "step_time" else f"{n} {v:.4g}"
+                    for n, v in zip(table.attrs["objectives"], table.attrs["reference"]))
+    print(f"hypervolume: the share of the box between the ideal point and the reference ({ref}) that a run's "
+          f"front over {', '.join(table.attrs['objectives'])} dominates; larger is better")
+    devices = {d for run_devices in table["devices"] for d in run_devices}
+    if len(devices) > 1:
+        by_run = "; ".join(f"{r}: {', '.join(d) or '-'}" for r, d in zip(table["run"], table["devices"]))
+        print(f"warning: the runs measured S on different devices ({by_run}): their step times do not compare")
     if args.out:
         print(f"plot: {args.out}")
     return 0
@@ -107,20 +125,26 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from nas.export import export_trial
+    from pathlib import Path
+
+    from nas.export import export_file, export_trial
 
     fmt = args.format or ("onnx" if str(args.out).lower().endswith(".onnx") else None)
     if fmt is None:
         raise ValueError(f"{args.out}: give --format (onnx, torchscript or state_dict)")
-    result = export_trial(args.run, args.trial, fmt, args.out)
+    if Path(args.run).is_file():  # a trained network from `nas train --out`
+        path, facts = export_file(args.run, fmt, args.out)
+        if args.json:
+            print_json({"path": str(path), "format": fmt, **facts})
+        else:
+            print(f"exported {args.run} as {fmt} to {path}\n  {facts['arch']}")
+        return 0
+    result = export_trial(args.run, args.trial, fmt, args.out, untrained=args.untrained)
     w = result.weights
-    if not w.trained:
-        print(f"note: run {args.run} kept no weights for trial {w.number} (keep_weights: false, or it did not "
-              f"finish training); exporting the untrained weights initialised from its {w.source}", file=sys.stderr)
     if args.json:
         print_json(result.to_dict())
     else:
-        what = "trained proxy weights" if w.trained else f"initial weights ({w.source})"
+        what = "trained proxy weights" if w.trained else f"untrained initial weights ({w.source})"
         print(f"exported trial {w.number} ({what}) as {fmt} to {result.path}\n  {w.arch}\n"
               f"  input (N, 3, {w.resolution}, {w.resolution}), {w.num_classes} classes")
     return 0
