@@ -6,7 +6,7 @@ Reported: wall time of each, the speed-up (local / ray), Ray's extra time (ray â
 and its overhead against a perfect 2x (ray âˆ’ local / 2), the time to the first ask and
 after the last trial, how the trials' own evaluation time adds up, and what a bare
 private Ray costs to start and stop. S is measured with the device held
-exclusively (DESIGN decision 3), so on a CPU-only host a trial's measurement waits for the
+exclusively (design, decision 3), so on a CPU-only host a trial's measurement waits for the
 other's training: the 2 trials overlap only in part, by design.
 
     python benchmarks/local_vs_ray.py [--trials 8] [--epochs 3] [--repeats 1] [--out benchmarks/results/local_vs_ray.json]

@@ -1,6 +1,6 @@
 """Result analysis: a finished (or running) search as tables and numbers.
 
-Everything here reads the study (the record of a search, DESIGN decision 1) and never
+Everything here reads the study (the record of a search, design, decision 1) and never
 retrains: the ledger as a DataFrame, Pareto fronts and their later ranks, hypervolume,
 the reward recomputed under other constants, the trials that dominate the baseline, what
 the best trials chose per stage, error EDFs per design choice and a *rediscovery score*

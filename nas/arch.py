@@ -1,4 +1,4 @@
-"""Architecture specs and their canonical string (DESIGN.md, "The architecture string").
+"""Architecture specs and their canonical string (docs/design.md).
 
 An :class:`Arch` is a frozen, hashable value: stem, stages, head. ``str(arch)`` is the
 one canonical string; :func:`parse_arch` reads it back (``parse_arch(str(a)) == a``) and

@@ -1,7 +1,7 @@
 """The EfficientNet and EfficientNetV2 families, built from their base archs by compound scaling.
 
 Parameter counts at 1000 classes equal the reference implementations' exactly (tests and
-DESIGN.md's table).
+the table in docs/design.md).
 """
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ def measure_arch(arch: Arch, *, num_classes: int, proxy: ProxyConfig, device: st
 def resolve_reward(spec: RewardSpec, reference: Arch | None, *, num_classes: int, proxy: ProxyConfig,
                    device: str | torch.device | None, cache: StepTimeCache | None,
                    lock_dir: Path | None = None) -> RewardSpec:
-    """Fill in S0/P0 from the reference measured on *this* device (DESIGN decision 4)."""
+    """Fill in S0/P0 from the reference measured on *this* device (design, decision 4)."""
     if spec.kind != "efficientnetv2" or spec.step_time_ref is not None and spec.params_ref is not None:
         return spec
     if reference is None:

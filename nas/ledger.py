@@ -1,4 +1,4 @@
-"""The study protocol, written once for every backend (DESIGN decisions 1, 6, 7).
+"""The study protocol, written once for every backend (design, decisions 1, 6, 7).
 
 A :class:`Ledger` is what a process that proposes or records candidates holds. It owns:
 

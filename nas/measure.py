@@ -1,6 +1,6 @@
 """S: the training-step time of a network, measured on the device that trains it.
 
-DESIGN decision 3: S is *measured*, not estimated. One training step (forward,
+design, decision 3: S is *measured*, not estimated. One training step (forward,
 backward, optimizer step) is timed at the proxy batch size, resolution, dtype and
 memory format, after a warm-up, with the device synchronized, and summarized by the
 median and the 10th/90th percentiles. Results are cached per (arch, device

@@ -5,7 +5,7 @@ configured with:
 
 - EfficientNetV2 (§3.3): ``A · (S/S0)^w · (P/P0)^v``, w = −0.07, v = −0.05, with S the
   measured training-step time and P the parameter count, both normalized by a
-  reference measured on the same device (DESIGN decision 4): the reference scores
+  reference measured on the same device (design, decision 4): the reference scores
   exactly its accuracy.
 - MnasNet: ``ACC · (LAT/T)^w``, w = α when LAT ≤ T else β; soft α = β = −0.07, hard
   α = 0, β = −1.

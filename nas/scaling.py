@@ -133,7 +133,7 @@ def scale_arch(arch: Arch, *, phi: float | None = None, alpha: float = ALPHA, be
     multiple of 8) when the arch has a Fused-MBConv stage, else V1 (the 10 % rule).
 
     Scaling ``efficientnet_b0`` by ``width=1.1, depth=1.2, resolution=260`` gives
-    ``efficientnet_b2`` exactly, and likewise for B1..B7 with DESIGN.md's coefficients.
+    ``efficientnet_b2`` exactly, and likewise for B1..B7 with the coefficients in docs/design.md.
 
     Args:
         arch: the architecture to scale.

@@ -1,6 +1,6 @@
 """Running a search: prepare the run directory and its study, then let the backend work.
 
-The study is the record (DESIGN decision 1). :func:`prepare` checks a rerun against what
+The study is the record (design, decision 1). :func:`prepare` checks a rerun against what
 the run recorded *before writing anything*, creates the study (the baseline queued
 first) or reopens it, and marks trials of dead workers "interrupted" (queued again).
 :func:`run_search` picks the backend from :data:`nas.backends.BACKENDS` and prints one line

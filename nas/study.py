@@ -1,4 +1,4 @@
-"""The Optuna study is the record of a search (DESIGN decision 1); this is its read side.
+"""The Optuna study is the record of a search (design, decision 1); this is its read side.
 
 A run directory holds ``config.yaml`` (the resolved experiment, written once when the run
 starts) and, by default, the SQLite storage ``study.db``. Every candidate is one trial
@@ -182,7 +182,7 @@ def is_interrupted(trial: FrozenTrial) -> bool:
 
 
 def ledger_row(trial: FrozenTrial) -> dict[str, Any]:
-    """One trial as the ledger shows it (DESIGN: ``nas trials``)."""
+    """One trial as the ledger shows it (docs/design.md)."""
     attrs = trial.user_attrs
     reason = attrs.get("reason")
     if trial.state == TrialState.FAIL and not reason:

@@ -7,7 +7,7 @@ train: the trainable builds one :class:`nas.search.Candidate` per worker process
 evaluates the arch with :func:`nas.evaluate.evaluate`, reports the validation accuracy
 per epoch and finally the ledger attributes.
 
-Faults (DESIGN decision 6):
+Faults (design, decision 6):
     - a candidate's own failure (diverged, oom, invalid) is a result: reported normally,
       recorded once, never retried;
     - an infrastructure failure (a worker process killed, a node lost) is retried by Tune
