@@ -115,15 +115,24 @@ def _first_line(err: BaseException) -> str:
 class BatchingStorage:
     """An Optuna storage whose per-field trial writes can be committed together.
 
-    Everything is delegated to the wrapped storage, except that inside :meth:`batch` the
-    writes of params and attributes are kept per trial and committed at the end of the
-    block (a trial's buffer is also committed just before its state changes, since a
-    finished trial accepts no more writes). Reads of a trial see its buffered writes.
+    Everything is delegated to the wrapped storage, except that:
+
+    - inside :meth:`batch` the writes of params and attributes are kept per trial and
+      committed at the end of the block (a trial's buffer is also committed just before
+      its state changes, since a finished trial accepts no more writes); reads of a trial
+      see its buffered writes;
+    - a RUNNING trial this process created or took from the queue is read from the
+      database once and then kept up to date in memory as this process writes it, so
+      asking, pruning and telling do not read it back again and again (nobody else
+      writes a running trial while its worker lives; the database still refuses a write
+      to a trial that has finished).
     """
 
     def __init__(self, storage: BaseStorage) -> None:
         self._storage = storage
         self._local = threading.local()
+        self._own: dict[int, FrozenTrial | None] = {}  # trial id -> this process's copy (None: not read yet)
+        self._own_lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._storage, name)
@@ -132,8 +141,21 @@ class BatchingStorage:
         return {"_storage": self._storage}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._storage = state["_storage"]
-        self._local = threading.local()
+        self.__init__(state["_storage"])
+
+    # -- trials this process runs -------------------------------------------------------------
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        trial_id = self._storage.create_new_trial(study_id, template_trial)
+        if template_trial is None or template_trial.state == TrialState.RUNNING:
+            with self._own_lock:
+                self._own[trial_id] = None
+        return trial_id
+
+    def _update_own(self, trial_id: int, change) -> None:
+        with self._own_lock:
+            trial = self._own.get(trial_id)
+            if trial is not None:
+                change(trial)
 
     @property
     def backend(self) -> BaseStorage:
@@ -167,47 +189,90 @@ class BatchingStorage:
         rdb = self.backend
         if isinstance(rdb, RDBStorage):
             _commit_rdb(rdb, trial_id, writes)
-            return
-        for name, (internal, distribution) in writes.params.items():
-            self._storage.set_trial_param(trial_id, name, internal, distribution)
-        for key, value in writes.user_attrs.items():
-            self._storage.set_trial_user_attr(trial_id, key, value)
-        for key, value in writes.system_attrs.items():
-            self._storage.set_trial_system_attr(trial_id, key, value)
+        else:
+            for name, (internal, distribution) in writes.params.items():
+                self._storage.set_trial_param(trial_id, name, internal, distribution)
+            for key, value in writes.user_attrs.items():
+                self._storage.set_trial_user_attr(trial_id, key, value)
+            for key, value in writes.system_attrs.items():
+                self._storage.set_trial_system_attr(trial_id, key, value)
+        with self._own_lock:
+            if self._own.get(trial_id) is not None:
+                self._own[trial_id] = writes.apply(self._own[trial_id])
 
     # -- the writes that are buffered ---------------------------------------------------------
     def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
                         distribution: BaseDistribution) -> None:
         writes = self._buffer(trial_id)
-        if writes is None:
-            self._storage.set_trial_param(trial_id, param_name, param_value_internal, distribution)
-        else:
+        if writes is not None:
             writes.params[param_name] = (param_value_internal, distribution)
+            return
+        self._storage.set_trial_param(trial_id, param_name, param_value_internal, distribution)
+        one = _Writes()
+        one.params[param_name] = (param_value_internal, distribution)
+        self._update_own(trial_id, lambda t: _replace(t, one.apply(t)))
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         writes = self._buffer(trial_id)
-        if writes is None:
-            self._storage.set_trial_user_attr(trial_id, key, value)
-        else:
+        if writes is not None:
             writes.user_attrs[key] = value
+            return
+        self._storage.set_trial_user_attr(trial_id, key, value)
+        self._update_own(trial_id, lambda t: t.user_attrs.__setitem__(key, value))
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         writes = self._buffer(trial_id)
-        if writes is None:
-            self._storage.set_trial_system_attr(trial_id, key, value)
-        else:
+        if writes is not None:
             writes.system_attrs[key] = value
+            return
+        self._storage.set_trial_system_attr(trial_id, key, value)
+        self._update_own(trial_id, lambda t: t.system_attrs.__setitem__(key, value))
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        self._storage.set_trial_intermediate_value(trial_id, step, intermediate_value)
+        self._update_own(trial_id, lambda t: t.intermediate_values.__setitem__(step, intermediate_value))
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
         self._flush(trial_id)
-        return self._storage.set_trial_state_values(trial_id, state=state, values=values)
+        changed = self._storage.set_trial_state_values(trial_id, state=state, values=values)
+        with self._own_lock:
+            if state == TrialState.RUNNING and changed:
+                self._own[trial_id] = None  # taken from the queue: this process runs it now
+            elif state.is_finished():
+                self._own.pop(trial_id, None)
+        return changed
 
     # -- reads see the buffer -------------------------------------------------------------------
     def get_trial(self, trial_id: int) -> FrozenTrial:
-        trial = self._storage.get_trial(trial_id)
+        with self._own_lock:
+            own = trial_id in self._own
+            trial = self._own.get(trial_id)
+        if trial is None:
+            trial = self._storage.get_trial(trial_id)
+            if own and trial.state == TrialState.RUNNING:
+                with self._own_lock:
+                    if trial_id in self._own:
+                        self._own[trial_id] = _copy(trial)
+        else:
+            trial = _copy(trial)
         buffers = getattr(self._local, "buffers", None)
         writes = buffers.get(trial_id) if buffers is not None else None
         return writes.apply(trial) if writes else trial
+
+
+def _copy(trial: FrozenTrial) -> FrozenTrial:
+    """A copy whose dicts can change without touching ``trial``'s."""
+    import copy
+
+    out = copy.copy(trial)
+    out.params, out.distributions = dict(trial.params), dict(trial.distributions)
+    out.user_attrs, out.system_attrs = dict(trial.user_attrs), dict(trial.system_attrs)
+    out.intermediate_values = dict(trial.intermediate_values)
+    return out
+
+
+def _replace(target: FrozenTrial, source: FrozenTrial) -> None:
+    target.params, target.distributions = source.params, source.distributions
 
 
 class _Writes:
