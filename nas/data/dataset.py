@@ -7,7 +7,6 @@ kind it was given, and nothing here copies a mapped array.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -37,14 +36,14 @@ class Split:
     """
 
     parts: tuple[tuple[Array, Array], ...]
-    # torch views of the parts (never copies), made once for gather()
-    _views: tuple[tuple[torch.Tensor, torch.Tensor], ...] = field(init=False, repr=False)
+    # numpy views of the parts (never copies), made once for gather()
+    _arrays: tuple[tuple[np.ndarray, np.ndarray], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         assert self.parts, "a split has at least one part"
         assert len({tuple(x.shape[1:]) for x, _ in self.parts}) == 1, "parts differ in image shape"
         assert all(len(x) == len(y) for x, y in self.parts), "a part has as many labels as images"
-        object.__setattr__(self, "_views", tuple((_as_tensor(x), _as_tensor(y)) for x, y in self.parts))
+        object.__setattr__(self, "_arrays", tuple((_as_array(x), _as_array(y)) for x, y in self.parts))
 
     @classmethod
     def of(cls, x: Array, y: Array) -> Split:
@@ -76,23 +75,27 @@ class Split:
         return self._only()[1]
 
     def gather(self, idx: torch.Tensor, x_out: torch.Tensor, y_out: torch.Tensor) -> None:
-        """Copy rows ``idx`` (CPU int64, numbered across all parts) into ``x_out`` and ``y_out``.
+        """Copy rows ``idx`` (CPU int64, numbered across all parts) into ``x_out`` and ``y_out`` (CPU).
 
-        One ``index_select`` per part: from a map only the rows asked for are read, and
-        torch releases the GIL meanwhile, so a background thread can gather while the
-        main thread trains.
+        One ``np.take`` per part: from a map only the rows asked for are read. numpy
+        copies on the calling thread alone, with the GIL released, so a background thread
+        can gather beside training (a torch op there would start a second OpenMP team
+        that competes with the training's threads).
         """
-        if len(self._views) == 1:
-            (x, y), = self._views
-            torch.index_select(x, 0, idx, out=x_out)
-            torch.index_select(y, 0, idx, out=y_out)
+        index, x_dst, y_dst = idx.numpy(), x_out.numpy(), y_out.numpy()
+        assert len(index) == 0 or 0 <= index.min() and index.max() < len(self), "rows of this split"
+        if len(self._arrays) == 1:
+            (x, y), = self._arrays
+            # mode "clip" (the indices are checked above): with "raise", numpy copies
+            # through a temporary buffer, three times slower
+            np.take(x, index, axis=0, out=x_dst, mode="clip")
+            np.take(y, index, axis=0, out=y_dst, mode="clip")
             return
         start = 0
-        for x, y in self._views:
-            inside = ((idx >= start) & (idx < start + len(x))).nonzero().squeeze(1)
-            local = idx[inside] - start
-            x_out.index_copy_(0, inside, x.index_select(0, local))
-            y_out.index_copy_(0, inside, y.index_select(0, local))
+        for x, y in self._arrays:
+            inside = np.flatnonzero((index >= start) & (index < start + len(x)))
+            x_dst[inside] = np.take(x, index[inside] - start, axis=0)
+            y_dst[inside] = np.take(y, index[inside] - start, axis=0)
             start += len(x)
 
     def _only(self) -> tuple[Array, Array]:
@@ -194,11 +197,6 @@ def _triple(values: np.ndarray) -> tuple[float, float, float]:
     return a, b, c
 
 
-def _as_tensor(a: Array) -> torch.Tensor:
-    """A torch view of ``a``: no copy, also of a read-only map."""
-    if isinstance(a, torch.Tensor):
-        return a
-    with warnings.catch_warnings():
-        # torch cannot mark a tensor read-only and warns; Split only ever reads it
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(a)
+def _as_array(a: Array) -> np.ndarray:
+    """A numpy view of ``a``: a map as it is, a CPU tensor's own memory."""
+    return a.numpy() if isinstance(a, torch.Tensor) else a
