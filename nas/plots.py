@@ -22,10 +22,13 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from nas.fidelity import FidelityCheck
+
 __all__ = [
     "choices_figure",
     "compare_figure",
     "edf_figure",
+    "fidelity_figure",
     "front_figure",
     "plot_choices",
     "plot_compare",
@@ -358,3 +361,35 @@ def compare_figure(runs: Sequence[analysis.Data], labels: Sequence[str] | None =
 def plot_compare(runs: Sequence[analysis.Data], path: str | Path, labels: Sequence[str] | None = None) -> Path:
     """Save :func:`compare_figure` (``nas compare RUN... --out F``)."""
     return save_figure(compare_figure(runs, labels), path)
+
+
+# -- fidelity ---------------------------------------------------------------------------------------
+def fidelity_figure(check: "FidelityCheck") -> "Figure":
+    """Proxy accuracy against long accuracy of the retrained trials (``nas fidelity``).
+
+    The top-K by the search's ranking are blue, the random others grey; each point is
+    labelled with its trial number. A proxy that ranks well puts the points on a rising
+    line (the scales differ: longer training lifts every accuracy).
+    """
+    fig = _figure(5.2, 4.2)
+    ax = fig.subplots()
+    ranked = [t for t in check.trials if t.long_accuracy is not None]
+    for chosen, color, label in (("top", "#1f77b4", f"top {check.top} of the search"),
+                                 ("random", "#9aa5b1", "drawn at random")):
+        group = [t for t in ranked if t.chosen == chosen]
+        if group:
+            ax.scatter([t.proxy_accuracy for t in group], [t.long_accuracy for t in group], s=46, color=color,
+                       edgecolor="black", linewidths=0.5, label=label, zorder=3)
+    for t in ranked:
+        ax.annotate(str(t.number), (t.proxy_accuracy, t.long_accuracy), textcoords="offset points", xytext=(5, 4),
+                    fontsize=8)
+    ax.set_xlabel("proxy accuracy (the search)")
+    ax.set_ylabel(f"long accuracy ({check.epochs} epochs at {check.resolution} px)")
+    ax.grid(True, alpha=0.3)
+    if ranked:
+        ax.legend(fontsize=8, loc="lower right")
+    a = check.agreement
+    if a is not None:
+        tau, rho = (f"{c.estimate:.2f}" if c.estimate == c.estimate else "undefined" for c in (a.kendall, a.spearman))
+        ax.set_title(f"{a.n} trials: Kendall tau {tau}, Spearman rho {rho}", fontsize=10)
+    return fig

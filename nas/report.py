@@ -3,7 +3,8 @@
 Everything is inline (CSS, plots as base64 PNG ``<img>``), nothing is fetched from the
 network, so the file can be mailed, archived or opened offline. Sections: what ran, the
 baseline against the best found, the Pareto front, progress, the top-k with their arch
-strings, what the search learned per stage, the rediscovery score, failures. The footer
+strings, what the search learned per stage, the rediscovery score, the proxy's fidelity
+(when ``nas fidelity`` has checked it), failures. The footer
 says how to open the same study in optuna-dashboard::
 
     optuna-dashboard sqlite:///runs/NAME/study.db
@@ -76,6 +77,7 @@ def render_report(run: str | Path, *, top_k: int = 10) -> str:
         _top_section(frame, top_k),
         _learned_section(frame, done, top_k),
         _rediscovery_section(frame, top_k),
+        _fidelity_section(run),
         _failures_section(summary),
     ]
     title = f"nas report: {summary['name']}"
@@ -317,6 +319,36 @@ def _rediscovery_section(frame: pd.DataFrame, k: int) -> str:
                    _fmt(r["score"])] for _, r in found.per_trial.iterrows()]
     body += _table(["trial", "arch", "reward", "score"], trial_rows, numeric=[True, False, True, True])
     return _section("Rediscovery of the baseline", body, "rediscovery")
+
+
+def _fidelity_section(run: str | Path) -> str:
+    """What ``nas fidelity`` found, when it has run: per long setting a scatter, the figures, the trials."""
+    from nas import plots
+    from nas.fidelity import LEVEL, RELIABLE_TAU, read_checks
+
+    try:
+        checks = read_checks(run)
+    except ValueError as err:  # a damaged fidelity.json costs its section, not the report
+        return _section("Proxy fidelity", f"<p>{_e(err)}</p>", "fidelity")
+    if not checks:
+        return ""
+    body = ("<p>The best trials and some drawn at random, trained again for longer with the same data split and "
+            "seeds (<code>nas fidelity</code>): does the proxy rank them as longer training does? Kendall's "
+            f"tau and Spearman's rho with {LEVEL:.0%} bootstrap intervals; the top-K overlap is the share of the "
+            "K best by proxy accuracy that are also the K best after the long training.</p>")
+    for check in checks:
+        body += f"<h3>{_e(check.epochs)} epochs at {_e(check.resolution)} px</h3><p>{_e(check.summary())}.</p>"
+        if check.reliable is False:
+            body += (f'<p class="bad"><b>Warning:</b> Kendall\'s tau is below {RELIABLE_TAU}: the proxy does not '
+                     "rank these networks reliably.</p>")
+        if check.agreement is not None:
+            body += _plot(lambda c=check: plots.fidelity_figure(c), "proxy against long accuracy")
+        rows = [[_e(t.number), _e(t.chosen), f'<span class="arch">{_e(t.arch)}</span>', _fmt(t.proxy_accuracy),
+                 _fmt(t.long_accuracy) if t.long_accuracy is not None else _e(f"failed: {t.reason}")]
+                for t in check.trials]
+        body += _table(["trial", "chosen", "arch", "proxy accuracy", "long accuracy"], rows,
+                       numeric=[True, False, False, True, True])
+    return _section("Proxy fidelity", body, "fidelity")
 
 
 def _failures_section(s: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""What a search found: ``trials``, ``pareto``, ``compare``, ``report``, ``export``."""
+"""What a search found: ``trials``, ``pareto``, ``compare``, ``report``, ``export``, ``fidelity``."""
 from __future__ import annotations
 
 import argparse
@@ -45,6 +45,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="F")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("fidelity", help="retrain the best and some random trials longer: does the proxy rank "
+                                        "them as longer training does?")
+    p.add_argument("run")
+    p.add_argument("--top", type=int, required=True, metavar="K", help="retrain the K best trials (by reward; by "
+                                                                        "accuracy for a multi-objective run)")
+    p.add_argument("--random", type=int, required=True, metavar="M", help="and M other trials drawn at random")
+    p.add_argument("--epochs", type=int, required=True, metavar="E", help="epochs of the long training")
+    p.add_argument("--resolution", type=int, metavar="R", help="image size of the long training (default: the "
+                                                               "proxy's)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_fidelity)
 
 
 def cmd_trials(args: argparse.Namespace) -> int:
@@ -147,4 +159,21 @@ def cmd_export(args: argparse.Namespace) -> int:
         what = "trained proxy weights" if w.trained else f"untrained initial weights ({w.source})"
         print(f"exported trial {w.number} ({what}) as {fmt} to {result.path}\n  {w.arch}\n"
               f"  input (N, 3, {w.resolution}, {w.resolution}), {w.num_classes} classes")
+    return 0
+
+
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    from nas.fidelity import RELIABLE_TAU, check_fidelity
+
+    check = check_fidelity(args.run, top=args.top, random_count=args.random, epochs=args.epochs,
+                           resolution=args.resolution)
+    if check.reliable is False:
+        print(f"warning: Kendall's tau {check.agreement.kendall.estimate:.2f} < {RELIABLE_TAU}: the proxy does not "
+              "rank these networks reliably", file=sys.stderr)
+    if args.json:
+        print_json(check.to_dict())
+        return 0
+    rows = [[t.number, t.chosen, t.proxy_accuracy, t.long_accuracy, t.arch] for t in check.trials]
+    print(format_table(rows, ["trial", "chosen", "proxy acc", "long acc", "arch"]))
+    print(check.summary())
     return 0
