@@ -142,6 +142,7 @@ def test_digits_final_split_equals_search_split() -> None:
     a = load_dataset("digits", split="search")
     b = load_dataset("digits", split="final")
     assert torch.equal(a.val_y, b.val_y)
+    assert b.val_is_test is False  # digits has no test split: "final" holds out as "search" does
 
 
 def test_split_is_deterministic_disjoint_and_sized(tmp_path: Path) -> None:
@@ -171,6 +172,7 @@ def test_cifar10_search_and_final(tmp_path: Path) -> None:
     assert search.classes == ("airplane",) * 10  # from batches.meta
     final = load_dataset("cifar10", data_dir=tmp_path, split="final")
     assert final.train_x.shape == (20, 3, 32, 32)
+    assert final.val_is_test is True and search.val_is_test is False
     test = batches["test_batch"]
     # the official row layout is 1024 red, 1024 green, 1024 blue values
     expected = torch.from_numpy(np.asarray(test[b"data"]).reshape(-1, 3, 32, 32))

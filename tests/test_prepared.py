@@ -22,7 +22,8 @@ from nas.data import writer
 from nas.data.feed import _Resident, _Streamed
 from nas.train import ProxyConfig, _Run, train
 
-from test_data import write_cifar10
+from conftest import TINY_ARCH
+from test_data import write_cifar10, write_mnist
 from test_train import tiny_net
 
 CLASSES = ("ant", "bee", "cat")
@@ -98,6 +99,7 @@ def test_imagefolder_round_trip(tmp_path: Path) -> None:
     # "final": train + minival as two mapped parts, validated on the test split
     final = load_dataset("prepared", data_dir=tmp_path / "out", split="final")
     assert len(final.train) == 24 and len(final.train.parts) == 2
+    assert final.val_is_test is True and ds.val_is_test is False
     assert _rows(final.val.x) == [pixels[p].tobytes() for p in pixels if p.startswith("val/")]
     x, y = torch.empty((3, 3, 8, 8), dtype=torch.uint8), torch.empty(3, dtype=torch.int64)
     final.train.gather(torch.tensor([20, 0, 19]), x, y)  # rows from minival, train, minival
@@ -158,6 +160,28 @@ def test_cifar_folder_source(tmp_path: Path) -> None:
     test = np.asarray(batches["test_batch"][b"data"]).reshape(-1, 3, 32, 32)
     assert np.array_equal(ds.val.x, test) and ds.val.y.tolist() == batches["test_batch"][b"labels"]
     assert len(ds.train) == 20
+
+
+def test_fashion_mnist_folder_source(tmp_path: Path) -> None:
+    arrays = write_mnist(tmp_path / "fashion_mnist", gz=True)
+    prepare(tmp_path, tmp_path / "out", resolution=28, val_size=2)
+    manifest = read_manifest(tmp_path / "out")
+    assert manifest.source_format == "fashion_mnist" and manifest.hflip is True
+    assert manifest.classes[:2] == ("T-shirt/top", "Trouser") and dict(manifest.images) == {
+        "minival": 2, "train": 10, "test": 5}
+    ds = open_prepared(tmp_path / "out", split="final")
+    assert np.array_equal(ds.val.x[:, 0], arrays["t10k-images-idx3-ubyte"])  # grayscale replicated
+    assert np.array_equal(ds.val.x[:, 2], arrays["t10k-images-idx3-ubyte"])
+
+
+def test_evaluate_and_train_read_a_prepared_folder(tmp_path: Path, stored16: Path, nas_cli) -> None:
+    """The command line's readers: nas evaluate (search split) and nas train (final split)."""
+    common = ("--dataset", "prepared", "--data-dir", str(stored16), "--epochs", "1", "--resolution", "16",
+              "--batch", "32", "--json")
+    evaluated = json.loads(nas_cli("evaluate", TINY_ARCH, *common, check=True).stdout)
+    assert evaluated["state"] == "COMPLETE" and 0.0 <= evaluated["accuracy"] <= 1.0
+    trained = json.loads(nas_cli("train", TINY_ARCH, *common, check=True).stdout)
+    assert trained["split"] == "final" and trained["dataset"] == "prepared" and 0.0 <= trained["accuracy"] <= 1.0
 
 
 # --------------------------------------------------------------------------- subsets, skipping

@@ -115,7 +115,8 @@ def load_dataset(
 
 def _split(name: str, raw: Raw, *, split: str, val_fraction: float, seed: int) -> Dataset:
     """An in-memory set: split, as tensors, with normalisation statistics."""
-    if split == "final" and raw.x_test is not None and raw.y_test is not None:
+    val_is_test = split == "final" and raw.x_test is not None and raw.y_test is not None
+    if val_is_test:
         train_x, train_y, val_x, val_y = raw.x, raw.y, raw.x_test, raw.y_test
     else:
         n = len(raw.x)
@@ -141,4 +142,5 @@ def _split(name: str, raw: Raw, *, split: str, val_fraction: float, seed: int) -
         mean=mean,
         std=std,
         classes=raw.classes,
+        val_is_test=val_is_test,
     )

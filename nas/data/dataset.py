@@ -117,6 +117,8 @@ class Dataset:
         mean: Per-channel mean of the training images, in [0, 1] units.
         std: Per-channel standard deviation of the training images, in [0, 1] units.
         classes: Class names by label, where the data set has them.
+        val_is_test: Whether ``val`` is the source's own test split (split ``final`` of a
+            set that has one), rather than images held out of the training data.
     """
 
     name: str
@@ -127,6 +129,7 @@ class Dataset:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     classes: tuple[str, ...] = ()
+    val_is_test: bool = False
 
     # One-part splits (every in-memory set) read as arrays, as they always have.
     @property

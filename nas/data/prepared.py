@@ -214,7 +214,8 @@ def open_prepared(folder: str | Path, *, split: str = "search") -> Dataset:
     folder = Path(folder).expanduser()
     manifest = read_manifest(folder)
     parts = {name: _map_split(folder, manifest, name) for name in manifest.images}
-    if split == "final" and "test" in parts:
+    val_is_test = split == "final" and "test" in parts
+    if val_is_test:
         train, val = Split((parts["train"], parts["minival"])), Split.of(*parts["test"])
     else:
         train, val = Split.of(*parts["train"]), Split.of(*parts["minival"])
@@ -227,6 +228,7 @@ def open_prepared(folder: str | Path, *, split: str = "search") -> Dataset:
         mean=manifest.mean,
         std=manifest.std,
         classes=manifest.classes,
+        val_is_test=val_is_test,
     )
 
 
