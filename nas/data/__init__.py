@@ -54,6 +54,7 @@ DATASETS: tuple[str, ...] = (
     "prepared",
     "synthetic",
 )
+assert set(LOADERS) | {"prepared"} == set(DATASETS), "every data set has its reader"
 
 
 def load_dataset(

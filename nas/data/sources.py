@@ -32,6 +32,7 @@ __all__ = [
     "Raw",
     "SourceArgs",
     "check_classes",
+    "check_labels",
     "decode_image",
     "npy_header",
     "npz_images",
