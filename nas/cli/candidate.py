@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir")
     p.add_argument("--download", action="store_true", help="fetch the data set (checksummed) if missing")
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--resolution", type=int, help="default: the run's proxy resolution, else 32")
     p.add_argument("--batch", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--optimizer", choices=["sgd", "rmsprop"])
@@ -73,7 +73,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     runtime = RuntimeOptions.from_environment()
     cache = None if args.no_cache else runtime.step_time_cache()
     device = None if args.device == "auto" else args.device
-    progress = None if args.json or not sys.stderr.isatty() else epoch_progress(args.epochs)
+    progress = epoch_progress(args.epochs)
     result = evaluate(arch, data, proxy, reward_preset("efficientnetv2"), reference=reference, device=device,
                       cache=cache, on_epoch=progress, lock_dir=runtime.lock_dir)
     if args.json:
@@ -114,31 +114,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     from nas.builder import build_model
     from nas.cost import model_cost
     from nas.data import load_dataset
-    from nas.export import save_state_dict
+    from nas.export import check_writable, save_state_dict
     from nas.train import CandidateFailure, ProxyConfig, train
 
-    arch, dataset = _train_arch(args)
+    if args.out:
+        check_writable(args.out)  # before training: a finished network must not be lost to a bad path
+    arch, source = _train_arch(args)
+    resolution = args.resolution or source.get("resolution") or 32
     overrides = {k: v for k, v in (("batch_size", args.batch), ("lr", args.lr), ("optimizer", args.optimizer))
                  if v is not None}
-    config = ProxyConfig(epochs=args.epochs, resolution=args.resolution, seed=args.seed, **overrides)
-    data = load_dataset(dataset, data_dir=args.data_dir, download=args.download, seed=0, split="final",
-                        resolution=args.resolution if dataset in ("imagefolder", "synthetic") else None)
+    config = ProxyConfig(epochs=args.epochs, resolution=resolution, seed=args.seed, **overrides)
+    data = load_dataset(source["dataset"], data_dir=source["data_dir"], download=args.download, seed=0,
+                        split="final",
+                        resolution=resolution if source["dataset"] in ("imagefolder", "synthetic") else None)
     torch.manual_seed(args.seed)
     model = build_model(arch, num_classes=data.num_classes)
-    progress = None if args.json or not sys.stderr.isatty() else epoch_progress(args.epochs)
+    held_out = "test" if data.val_is_test else "held-out"
+    print(f"training {arch} on {source['dataset']} ({len(data.train):,} training images; {held_out} set of "
+          f"{len(data.val):,}) for {args.epochs} epochs at {resolution}px", file=sys.stderr, flush=True)
+
     try:
         result = train(model, data, config, device=None if args.device == "auto" else args.device,
-                       on_epoch=progress)
+                       on_epoch=epoch_progress(args.epochs, f"{held_out} accuracy"))
     except CandidateFailure as failure:
         print(f"nas train: {arch}: {failure.reason}", file=sys.stderr)
         return 1
-    cost = model_cost(arch, args.resolution, data.num_classes)
+    cost = model_cost(arch, resolution, data.num_classes)
     if args.out:
-        save_state_dict(model, args.out, arch=str(arch), num_classes=data.num_classes, resolution=args.resolution,
-                        trained=True, dataset=dataset, split="final", epochs=args.epochs,
+        save_state_dict(model, args.out, arch=str(arch), num_classes=data.num_classes, resolution=resolution,
+                        trained=True, dataset=source["dataset"], split="final", epochs=args.epochs,
                         accuracy=result.accuracy)
-    info = {"arch": str(arch), "dataset": dataset, "split": "final", "epochs": args.epochs,
-            "resolution": args.resolution, "accuracy": result.accuracy,
+    info = {"arch": str(arch), "dataset": source["dataset"], "split": "final", "epochs": args.epochs,
+            "resolution": resolution, "accuracy": result.accuracy, "accuracy_on": held_out,
             "epoch_accuracies": list(result.epoch_accuracies), "params": cost.params, "macs": cost.macs,
             "train_seconds": result.train_seconds, "images_per_second": result.images_per_second,
             "out": str(args.out) if args.out else None}
@@ -146,20 +153,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         print_json(info)
     else:
         print(arch)
-        print(f"  test accuracy {result.accuracy:.4f} after {args.epochs} epochs at {args.resolution}px on {dataset} "
-              f"(trained on all training data), {result.train_seconds:.1f} s")
+        print(f"  {held_out} accuracy {result.accuracy:.4f} after {args.epochs} epochs at {resolution}px on "
+              f"{source['dataset']} (trained on all training data), {result.train_seconds:.1f} s")
         print(f"  params {cost.params:,}  MACs {cost.macs / 1e6:.2f} M" + (f"\n  saved {args.out}" if args.out else ""))
     return 0
 
 
 def _train_arch(args: argparse.Namespace):
-    """ARCH for ``nas train``: an arch, a baseline, a file, or a run directory (its ``--trial``)."""
+    """ARCH for ``nas train`` and where its data is: an arch, a baseline, a file, or a run directory.
+
+    A run directory gives its ``--trial``'s arch and, unless overridden, the run's data set,
+    data folder and proxy resolution.
+    """
     from nas.study import RunDir
 
     if Path(args.arch).is_dir() and RunDir(args.arch).exists():
         from nas.arch import parse_arch
         from nas.export import find_trial
 
+        config = RunDir(args.arch).read_config()
         row = find_trial(args.arch, args.trial)
-        return parse_arch(row["arch"]), args.dataset or RunDir(args.arch).read_config().get("dataset", "digits")
-    return resolve_arch(args.arch), args.dataset or "digits"
+        same_data = args.dataset is None or args.dataset == config.get("dataset")
+        source = {"dataset": args.dataset or config.get("dataset", "digits"),
+                  "data_dir": args.data_dir or (config.get("data_dir") if same_data else None),
+                  "resolution": (config.get("proxy") or {}).get("resolution")}
+        return parse_arch(row["arch"]), source
+    return resolve_arch(args.arch), {"dataset": args.dataset or "digits", "data_dir": args.data_dir,
+                                     "resolution": None}
