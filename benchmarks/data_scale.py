@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.big_gb, args.small_gb = min(args.big_gb, 1.0), min(args.small_gb, 0.1)
-        args.throughput_images, args.jpegs, args.repeats = 4096, 300, 2
+        args.throughput_images, args.jpegs, args.repeats = 4096, 600, 3
 
     work = Path(tempfile.mkdtemp(prefix="nas-data-scale-", dir=args.tmp))
     env = {**os.environ, "NAS_CACHE_DIR": str(work / "cache"), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -255,6 +255,9 @@ def _prepare_speed(work: Path, count: int, worker_counts: list[int]) -> dict[str
 
     from nas.data import prepare
 
+    # prepare decodes a small set in-process (starting workers would cost more): give each
+    # worker at least four 64-image tasks, so the pool really runs
+    count = max(count, 256 * max(worker_counts))
     src = work / "jpegs"
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:256, 0:256]
