@@ -22,7 +22,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from nas.data.dataset import ChannelSums, DataError, Dataset, Split
 from nas.data.prepared import Manifest, open_prepared, read_manifest, verify_prepared
@@ -128,6 +127,8 @@ def _split(name: str, raw: Raw, *, split: str, val_fraction: float, seed: int) -
         val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
         train_x, train_y = raw.x[train_idx], raw.y[train_idx]
         val_x, val_y = raw.x[val_idx], raw.y[val_idx]
+
+    import torch  # here, not at the top: nas.data alone (a prepare's workers) needs no torch
 
     def tensor(a: np.ndarray, dtype: type) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=dtype))

@@ -8,14 +8,16 @@ kind it was given, and nothing here copies a mapped array.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
-import torch
 
-__all__ = ["Array", "ChannelSums", "DataError", "Dataset", "Split"]
+if TYPE_CHECKING:  # torch only in annotations: the decoding workers of a prepare never import it
+    import torch
 
-Array = Union[torch.Tensor, np.ndarray]
+    Array = Union[torch.Tensor, np.ndarray]
+
+__all__ = ["ChannelSums", "DataError", "Dataset", "Split"]
 
 
 class DataError(ValueError):
@@ -202,4 +204,4 @@ def _triple(values: np.ndarray) -> tuple[float, float, float]:
 
 def _as_array(a: Array) -> np.ndarray:
     """A numpy view of ``a``: a map as it is, a CPU tensor's own memory."""
-    return a.numpy() if isinstance(a, torch.Tensor) else a
+    return a if isinstance(a, np.ndarray) else a.numpy()

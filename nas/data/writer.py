@@ -255,9 +255,9 @@ class _FolderSource:
             import multiprocessing
 
             # forkserver, not fork: this process may hold threads (torch's), and forking a
-            # threaded process can deadlock; the server imports this module once and forks
-            # the workers from that clean state. Workers ignore Ctrl-C, so the parent alone
-            # stops them, saves its progress and says so once.
+            # threaded process can deadlock; the server imports this module once (numpy
+            # and Pillow, no torch) and forks the workers from that clean state. Workers
+            # ignore Ctrl-C, so the parent alone stops them, saves its progress and says so.
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([__name__])
             self._pool = context.Pool(self.workers, initializer=_ignore_sigint)
