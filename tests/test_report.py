@@ -80,3 +80,48 @@ def test_report_of_a_missing_run_is_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no-such-run" in lines[0] and "not a run directory" in lines[0]
     assert not (tmp_path / "x.html").exists()
+
+
+@pytest.fixture(scope="module")
+def simulated_run(tmp_path_factory) -> Path:
+    """A finished simulated search (instant): a run without kept weights or real training."""
+    from nas.experiment import from_dict
+    from nas.search import run_search
+
+    exp = from_dict({"name": "sim", "space": "tiny", "dataset": "digits", "backend": "simulated",
+                     "proxy": {"epochs": 3, "resolution": 16, "batch_size": 32}, "controller": "random",
+                     "trials": 10, "seed": 1})
+    path = tmp_path_factory.mktemp("report_fidelity") / "run"
+    run_search(exp, path, fresh=True, log=lambda message: None)
+    return path
+
+
+def test_report_shows_the_fidelity_check_once_there_is_one(simulated_run, tmp_path):
+    from nas.fidelity import check_fidelity
+    from nas.report import render_report
+
+    run = tmp_path / "run"
+    shutil.copytree(simulated_run, run)
+    assert "Proxy fidelity" not in render_report(run)
+    check = check_fidelity(run, top=2, random_count=2, epochs=6, log=lambda m: None,
+                           trainer=lambda number, arch, proxy: 0.5 + number / 100)
+    out = run / "r.html"
+    proc = run_nas("report", str(run), "--out", str(out), check=True)
+    assert proc.returncode == 0
+    html = out.read_text(encoding="utf-8")
+    assert "Proxy fidelity" in html and "6 epochs at 16 px" in html
+    assert check.summary() in html.replace("&#x27;", "'")
+    assert '<img alt="proxy against long accuracy" src="data:image/png;base64,' in html
+    for t in check.trials:
+        assert t.arch in html and f"{t.long_accuracy:.4f}" in html
+    assert ("does not rank these networks reliably" in html) == (check.reliable is False)
+
+
+def test_report_of_a_damaged_fidelity_file_still_renders(simulated_run, tmp_path):
+    from nas.report import render_report
+
+    run = tmp_path / "run"
+    shutil.copytree(simulated_run, run)
+    (run / "fidelity.json").write_text("[]")
+    html = render_report(run)
+    assert "Proxy fidelity" in html and "not a fidelity file" in html and "Pareto front" in html
