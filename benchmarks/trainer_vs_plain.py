@@ -1,11 +1,12 @@
 """Proxy trainer vs. a plain PyTorch loop: same model, data, recipe; wall time and accuracy.
 
-The plain loop is what one writes first: a ``TensorDataset`` and a ``DataLoader``, a
-per-sample crop/flip in the collate function (as torchvision transforms would do), data
-copied to the device batch by batch. ``nas.train.train`` keeps the data on the device
-and augments whole batches with one gather. Both train the same initial weights with
-the same optimizer, schedule, label smoothing, epochs and (on CUDA) bf16 autocast and
-channels_last.
+The plain loop is what one writes first: a ``TensorDataset`` and a ``DataLoader``
+(pinned memory on CUDA), a per-sample crop/flip in the collate function (as torchvision
+transforms would do), data copied to the device batch by batch. ``nas.train.train`` keeps
+the data on the device and augments whole batches with one gather. Both train the same
+initial weights with the same optimizer, schedule, label smoothing, epochs and (on CUDA)
+bf16 autocast and channels_last; on CUDA the plain loop also runs in float32 NCHW
+(``plain_float32``). ``benchmarks/gpu_suite.py`` reuses :func:`plain_train`.
 
     python benchmarks/trainer_vs_plain.py --epochs 5 --batch 32 --resolution 32
 """
@@ -63,11 +64,18 @@ def _resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
     return y.round().clamp(0, 255).to(torch.uint8)
 
 
-def plain_train(model: nn.Module, data: Dataset, config: ProxyConfig, device: torch.device) -> dict[str, Any]:
-    """The textbook loop, same recipe as ``nas.train.train``."""
+def plain_train(model: nn.Module, data: Dataset, config: ProxyConfig, device: torch.device, *,
+                bfloat16: bool | None = None, channels_last: bool | None = None) -> dict[str, Any]:
+    """The textbook loop, same recipe as ``nas.train.train``.
+
+    ``bfloat16`` (autocast) and ``channels_last`` default to what the proxy trainer does:
+    on CUDA only. ``False`` for both gives the plain float32 NCHW loop.
+    """
     on_cuda = device.type == "cuda"
-    fmt = torch.channels_last if on_cuda else torch.contiguous_format
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda)
+    bfloat16 = on_cuda if bfloat16 is None else bfloat16
+    channels_last = on_cuda if channels_last is None else channels_last
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bfloat16)
     res, pad = config.resolution, config.resolution // 8
     mean = torch.tensor(data.mean).view(3, 1, 1) * 255
     std = torch.tensor(data.std).view(3, 1, 1) * 255
@@ -141,6 +149,8 @@ def plain_train(model: nn.Module, data: Dataset, config: ProxyConfig, device: to
         "images_per_second": images / train_time,
         "accuracy": accuracies[-1],
         "epoch_accuracies": accuracies,
+        "dtype": "bfloat16" if bfloat16 else "float32",
+        "channels_last": channels_last,
     }
 
 
@@ -176,6 +186,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cpu1 = time.process_time()
     plain = plain_train(copy.deepcopy(initial), data, config, device)
     plain["cpu_seconds"] = time.process_time() - cpu1
+    plain_float32 = None
+    if device.type == "cuda":
+        # the loop as first written, before any mixed precision or memory-format work
+        plain_float32 = plain_train(copy.deepcopy(initial), data, config, device, bfloat16=False,
+                                    channels_last=False)
     result = {
         "benchmark": "trainer_vs_plain",
         "arch": arch,
@@ -195,6 +210,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "epoch_accuracies": list(ours.epoch_accuracies),
         },
         "plain": plain,
+        "plain_float32": plain_float32,
         "ratio_plain_over_ours": plain["seconds"] / ours.train_seconds,
         "cpu_ratio_plain_over_ours": plain["cpu_seconds"] / (cpu1 - cpu0),
     }
