@@ -1,0 +1,590 @@
+"""What a search will cost on this machine, before it runs: ``nas estimate``.
+
+A trial of a search is mostly S × training steps, but not only. Per trial of an
+architecture *a* (S_a its training-step time, I_a its inference latency, both measured on
+this device at the proxy batch):
+
+    trial(a) = ledger + fixed + measure(a) + E' × (steps · S_a + passes · I_a + extra)
+
+- ``steps`` = ⌊training images / batch⌋ per epoch (the trainer drops the ragged last
+  batch) and ``passes`` = validation images / batch (the evaluation runs batches of 2·batch);
+  training images are those left after the minival split;
+- ``measure(a)``: measuring S, i.e. the measurement's warm-up and timing windows
+  (:func:`nas.measure.measure_step_time`); nothing when S is in the step-time cache;
+- ``extra`` per epoch (augmentation, loss checks, the learning-rate schedule), ``fixed``
+  per trial (cost, building the model, the data to the device, kept weights) and ``ledger``
+  per trial (the controller's ask, the study's writes) are *measured*: the reference
+  (the space's baseline) is trained for two epochs through the search's own evaluator, and
+  two trials are asked and recorded in a scratch study (:func:`calibrate`);
+- ``E'`` is the proxy's epochs, or the epochs a trial is expected to run under the pruner
+  (:func:`expected_epochs`: the rung schedule, with the share that goes on at a rung).
+
+S is measured for the reference and a seeded sample of K architectures of the space; the
+per-trial figures are the median and the 10th/90th percentiles over the sample, the totals
+use its mean. One-off costs: a fresh process's imports, loading the data, creating the
+study, the reference's S (nothing once cached, and the estimate caches it). The wall time
+spreads the trials over the backend's parallel slots: local ``workers`` (at most the CPU
+cores), Ray's ``max_concurrent`` (at most the GPUs over ``gpus_per_trial``); the simulated
+backend's time is its virtual clock's.
+
+The estimate fills the step-time cache with what it measured, so the search that follows
+finds the reference's S there. Its candidates are other architectures, measured afresh,
+unless this very search (same seed and controller) ran on this device before: then its
+first candidate, replayed from the controller in the scratch study, is in the cache
+already, and a rerun proposes the same candidates again, all cached.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from nas.experiment import Experiment
+from nas.runtime import RuntimeOptions
+
+if TYPE_CHECKING:
+    from nas.arch import Arch
+    from nas.measure import StepTime
+
+__all__ = ["Calibration", "Estimate", "Measure", "DEFAULT_SAMPLE", "calibrate", "estimate", "expected_epochs",
+           "measure_seconds"]
+
+DEFAULT_SAMPLE = 8
+#: ``measure(arch) -> StepTime``: S of ``arch`` at the proxy's batch and resolution on this
+#: device (the step-time cache first).
+Measure = Callable[["Arch"], "StepTime"]
+Log = Callable[[str], None]
+
+# What a search process imports before its first trial (timed in a fresh interpreter).
+_SEARCH_IMPORTS = "import nas.cli.search, nas.search, nas.backends.local, nas.evaluator, nas.evaluate, nas.data"
+_CALIBRATION_EPOCHS = 2  # two epochs tell the first epoch's start-up from an epoch's own time
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What a search spends on this machine besides S × steps, measured by :func:`calibrate`.
+
+    Attributes:
+        train_images: Training images after the minival split.
+        val_images: Minival images (evaluated after every epoch).
+        num_classes: Classes of the data.
+        reference: The reference's S on this device.
+        reference_cached: Whether the search will find the reference's S in the cache.
+        candidates_cached: Whether the search's candidates are in the cache already
+            (this search ran here before; see the module docstring).
+        startup_seconds: A fresh process importing the search.
+        data_seconds: A search process's preparation before its first trial: loading the
+            data, the reference's S from the cache.
+        study_seconds: Creating the run's study (config, storage, the baseline queued).
+        ledger_seconds: Per trial: the controller's ask and the study's writes.
+        trial_seconds: Per trial, besides measuring S and the epochs: cost, building the
+            model, the data to the device, the first epoch's warm-up, weights kept.
+        epoch_seconds: Per epoch, besides steps × S and the evaluation's passes × I
+            (augmentation, loss checks, the schedule); may be negative when training ran
+            faster than S predicts.
+    """
+
+    train_images: int
+    val_images: int
+    num_classes: int
+    reference: StepTime
+    reference_cached: bool = True
+    candidates_cached: bool = False
+    startup_seconds: float = 0.0
+    data_seconds: float = 0.0
+    study_seconds: float = 0.0
+    ledger_seconds: float = 0.0
+    trial_seconds: float = 0.0
+    epoch_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a search will cost; :meth:`to_dict` is ``nas estimate --json``.
+
+    Attributes:
+        trial_seconds: Median seconds of a candidate trial over the sample.
+        trial_seconds_p10: Its 10th percentile.
+        trial_seconds_p90: Its 90th percentile.
+        device_hours: Device time of the whole budget (one-off S included), hours; with
+            Ray's fractional ``gpus_per_trial``, GPU-hours.
+        wall_seconds: Wall time of the search with the backend's parallelism.
+        sampled: Architectures of the sample whose S was measured (the reference aside).
+        trials: The budget.
+        parallel: Trials that run at once.
+        backend: The experiment's backend.
+        virtual: True for the simulated backend: times are its virtual clock's.
+        step_time: Median S of the sample, seconds.
+        reference_step_time: The reference's S, seconds.
+        steps_per_epoch: Training steps per epoch.
+        epochs: The proxy's epochs.
+        expected_epochs: Epochs a trial is expected to run (below ``epochs`` under a pruner).
+        measure_seconds: Median seconds of measuring a candidate's S (0 when cached).
+        one_off_seconds: Before the first trial: start-up, data, study, the reference's S.
+        pruner_saving_seconds: Device seconds the pruner is expected to save.
+        infeasible_share: Share of the sample that breaks the hard constraints (drawn,
+            checked and discarded by the search without using the budget).
+        notes: The assumptions behind the figures, in words.
+    """
+
+    trial_seconds: float
+    trial_seconds_p10: float
+    trial_seconds_p90: float
+    device_hours: float
+    wall_seconds: float
+    sampled: int
+    trials: int
+    parallel: int
+    backend: str
+    virtual: bool
+    step_time: float
+    reference_step_time: float
+    steps_per_epoch: int
+    epochs: int
+    expected_epochs: float
+    measure_seconds: float
+    one_off_seconds: float
+    pruner_saving_seconds: float
+    infeasible_share: float
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON-ready values (seconds rounded to milliseconds)."""
+        return {k: round(v, 3) if isinstance(v, float) and k != "device_hours" else
+                list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def summary(self) -> str:
+        """One line: the wall time, device-hours and a trial's seconds."""
+        clock = " (virtual)" if self.virtual else ""
+        return (f"estimate: {self.trials} trials in {_duration(self.wall_seconds)}{clock} with {self.parallel} at "
+                f"once, {self.device_hours:.3g} device-hours; a trial {self.trial_seconds:.1f} s "
+                f"(p10 {self.trial_seconds_p10:.1f} s, p90 {self.trial_seconds_p90:.1f} s)")
+
+
+# -- the estimate ----------------------------------------------------------------------------------
+def estimate(experiment: Experiment, runtime: RuntimeOptions, *, sample: int = DEFAULT_SAMPLE,
+             measure: Measure | None = None, calibration: Calibration | None = None, cores: int | None = None,
+             gpus: int | None = None, log: Log | None = None) -> Estimate:
+    """What the search of ``experiment`` will cost on this machine.
+
+    Args:
+        experiment: The validated experiment.
+        runtime: This machine's settings (the step-time cache, the device locks).
+        sample: K, how many architectures of the space to measure besides the reference.
+        measure: S of an architecture on this device; default the real measurement at the
+            proxy's batch and resolution, the step-time cache first.
+        calibration: This machine's overheads; default :func:`calibrate`.
+        cores: CPU cores (the cap on local workers); default ``os.cpu_count()``.
+        gpus: GPUs a local Ray may use; default those torch sees.
+        log: Where progress lines go (default stderr).
+
+    Returns:
+        The :class:`Estimate`.
+
+    Raises:
+        ValueError: ``sample`` < 1, or every sampled architecture breaks the constraints.
+        nas.data.DataError: The data cannot be loaded.
+    """
+    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
+        raise ValueError(f"the sample must be a whole number >= 1 of architectures, got {sample!r}")
+    log = log or _stderr
+    archs = _sample(experiment, sample)
+    if experiment.backend == "simulated":
+        return _simulated(experiment, archs)
+    calibration = calibration or calibrate(experiment, runtime, log=log)
+    measure = measure or _measure_on_device(experiment, runtime, calibration.num_classes)
+    steps = []
+    for index, arch in enumerate(archs, 1):
+        step = measure(arch)
+        log(f"S of sampled architecture {index}/{len(archs)}: {step.step_time * 1e3:.2f} ms"
+            + (" (cached)" if step.cached else ""))
+        steps.append(step)
+    return _combine(experiment, runtime, calibration, archs, steps, cores=cores or os.cpu_count() or 1,
+                    gpus=_gpus() if gpus is None else gpus)
+
+
+def _combine(experiment: Experiment, runtime: RuntimeOptions, cal: Calibration, archs: list[Arch],
+             steps: list[StepTime], *, cores: int, gpus: int) -> Estimate:
+    """The arithmetic of the module docstring."""
+    proxy, notes = experiment.proxy, []
+    steps_per_epoch = max(1, cal.train_images // min(proxy.batch_size, cal.train_images))
+    passes = cal.val_images / proxy.batch_size
+    epochs = expected_epochs(experiment.pruner, proxy.epochs, experiment.trials)
+    if experiment.pruner != "none":
+        notes.append(_PRUNER_NOTES[experiment.pruner])
+
+    def epoch(step: StepTime) -> float:
+        return max(0.0, steps_per_epoch * step.step_time + passes * step.inference_latency + cal.epoch_seconds)
+
+    def trial(step: StepTime, cached: bool, run_epochs: float) -> float:
+        measuring = 0.0 if cached else measure_seconds(step)
+        return cal.ledger_seconds + cal.trial_seconds + measuring + run_epochs * epoch(step)
+
+    cached = runtime.use_cache and cal.candidates_cached
+    notes.append("the search's candidates are in the step-time cache (this search ran here before)" if cached else
+                 "each candidate's S is measured afresh (the estimate caches the reference's S only)")
+    feasible = [s for a, s in zip(archs, steps) if _feasible(experiment, cal, a, s)]
+    if not feasible:
+        raise ValueError(f"all {len(archs)} sampled architectures break the constraints "
+                         f"{experiment.constraints.to_dict()}: the search would hardly find a candidate; relax them")
+    candidates = np.array([trial(s, cached, epochs) for s in feasible])
+    full = np.array([trial(s, cached, proxy.epochs) for s in feasible])
+    infeasible_share = 1 - len(feasible) / len(archs)
+    # a draw that breaks a bound is discarded before training: its ask, and its S when S is bounded
+    discard = cal.ledger_seconds + (0.0 if cached or experiment.constraints.step_time is None
+                                    else float(np.mean([measure_seconds(s) for s in steps])))
+    draws = infeasible_share / (1 - infeasible_share)
+
+    reference, baseline = experiment.reference_arch, 0
+    if reference is not None and experiment.space.contains(reference):
+        baseline = 1  # the baseline is trained first, under the same proxy; its S is cached
+    reference_once = 0.0 if cal.reference_cached else measure_seconds(cal.reference)
+    reference_trial = trial(cal.reference, runtime.use_cache and cal.reference_cached, proxy.epochs)
+    others = experiment.trials - baseline
+    device = baseline * reference_trial + others * (float(candidates.mean()) + draws * discard)
+    saving = others * float(full.mean() - candidates.mean())
+
+    parallel, contention = _parallel(experiment, cores, gpus, notes)
+    local_workers = experiment.backend == "local" and parallel > 1
+    # several local workers each start a process and load the data, at the same time
+    one_off = (cal.startup_seconds * (2 if local_workers else 1) + cal.data_seconds + cal.study_seconds
+               + reference_once)
+    longest = max(reference_trial if baseline else 0.0, float(candidates.max()))
+    wall = one_off + max(device * contention / parallel, longest)
+    share = experiment.ray.gpus_per_trial if experiment.backend == "ray" and experiment.ray.gpus_per_trial else 1.0
+    return Estimate(
+        trial_seconds=float(np.median(candidates)), trial_seconds_p10=float(np.percentile(candidates, 10)),
+        trial_seconds_p90=float(np.percentile(candidates, 90)), device_hours=(device + reference_once) * share / 3600,
+        wall_seconds=wall, sampled=len(archs), trials=experiment.trials, parallel=parallel,
+        backend=experiment.backend, virtual=False, step_time=float(np.median([s.step_time for s in steps])),
+        reference_step_time=cal.reference.step_time, steps_per_epoch=steps_per_epoch, epochs=proxy.epochs,
+        expected_epochs=epochs, measure_seconds=0.0 if cached else float(np.median([measure_seconds(s)
+                                                                                   for s in feasible])),
+        one_off_seconds=one_off, pruner_saving_seconds=saving, infeasible_share=infeasible_share, notes=tuple(notes))
+
+
+def _feasible(experiment: Experiment, cal: Calibration, arch: Arch, step: StepTime) -> bool:
+    from nas.cost import model_cost
+
+    constraints = experiment.constraints
+    if not constraints:
+        return True
+    resolution = experiment.proxy.resolution
+    cost = model_cost(arch, resolution, cal.num_classes)
+    baseline: dict[str, float | None] = {"step_time": cal.reference.step_time}
+    if experiment.reference_arch is not None:
+        ref = model_cost(experiment.reference_arch, resolution, cal.num_classes)
+        baseline.update(params=ref.params, macs=ref.macs)
+    values = {"params": cost.params, "macs": cost.macs, "step_time": step.step_time}
+    return constraints.check(values, baseline) is None
+
+
+def _parallel(experiment: Experiment, cores: int, gpus: int, notes: list[str]) -> tuple[int, float]:
+    """Trials at once, and how much slower each runs for sharing a device with the others."""
+    if experiment.backend == "ray":
+        ray = experiment.ray
+        parallel = ray.max_concurrent
+        if ray.gpus_per_trial > 0 and not ray.address:
+            fit = int(gpus / ray.gpus_per_trial)
+            if fit < 1:
+                raise ValueError(f"ray.gpus_per_trial {ray.gpus_per_trial} needs a GPU; this machine has none "
+                                 "that torch sees")
+            parallel = min(parallel, fit)
+        notes.append(f"Ray runs {parallel} trials at once on devices like this one; Ray's own start-up per trial "
+                     "is not counted")
+        return parallel, 1.0
+    parallel = min(experiment.workers, cores)  # as the local backend caps them
+    if parallel > 1:
+        # the local workers share this machine's one device: on a CPU they split the cores
+        notes.append(f"{parallel} local workers share this device: compute is not faster, only overlapped")
+        return parallel, float(parallel)
+    return 1, 1.0
+
+
+# -- measuring S -----------------------------------------------------------------------------------
+def measure_seconds(step: StepTime) -> float:
+    """Seconds that measuring S took (or would take) for a network with these figures.
+
+    The measurement's protocol (:func:`nas.measure.measure_step_time`): training steps
+    for a warm-up of at least ``min_time / 4``, then steps timed for at least ``min_time``
+    (``step.repeats`` of them), then inference warmed up and timed for at least
+    ``min_time / 3``.
+    """
+    warmup, repeats, min_time = _protocol()
+    train = max(warmup * step.step_time, min_time / 4) + max(step.repeats * step.step_time, min_time)
+    latency = step.inference_latency
+    infer = min(warmup, 2) * latency + max(max(3, repeats) * latency, min_time / 3)
+    return train + infer
+
+
+def _protocol() -> tuple[int, int, float]:
+    """(warm-up steps, timed steps, seconds timed): the measurement's own defaults, which the
+    search uses, read from its signature so that this arithmetic follows them."""
+    from nas.measure import measure_step_time
+
+    parameters = inspect.signature(measure_step_time).parameters
+    return parameters["warmup"].default, parameters["repeats"].default, parameters["min_time"].default
+
+
+def _measure_on_device(experiment: Experiment, runtime: RuntimeOptions, num_classes: int) -> Measure:
+    from nas.evaluate import measure_arch
+
+    device = None if experiment.device == "auto" else experiment.device
+    cache = runtime.step_time_cache()
+
+    def measure(arch: Arch) -> StepTime:
+        return measure_arch(arch, num_classes=num_classes, proxy=experiment.proxy, device=device, cache=cache,
+                            lock_dir=runtime.lock_dir)
+
+    return measure
+
+
+def _sample(experiment: Experiment, count: int) -> list[Arch]:
+    """``count`` distinct architectures of the space, none the reference, seeded by the experiment."""
+    space, reference = experiment.space, experiment.reference_arch
+    rng = random.Random(f"estimate:{experiment.seed}")  # its own stream: not the controller's candidates
+    wanted = min(count, space.size - (1 if reference is not None and space.contains(reference) else 0))
+    seen = {str(reference)} if reference is not None else set()
+    archs: list[Arch] = []
+    for _ in range(100 * count):
+        if len(archs) >= wanted:
+            break
+        arch = space.sample(rng)
+        if str(arch) not in seen:
+            seen.add(str(arch))
+            archs.append(arch)
+    if not archs:
+        raise ValueError(f"space {experiment.space.name!r} has no architecture besides the reference to sample")
+    return archs
+
+
+# -- calibration -----------------------------------------------------------------------------------
+def calibrate(experiment: Experiment, runtime: RuntimeOptions, *, log: Log | None = None) -> Calibration:
+    """Measure what a search spends on this machine besides S × steps (see the module docstring).
+
+    Trains the reference (the space's baseline, else a sampled architecture) for two
+    epochs through the search's own evaluator and asks and records two trials of a
+    scratch study, in a temporary folder; measures the reference's S on the way (and so
+    caches it for the search).
+
+    Raises:
+        nas.data.DataError: The data cannot be loaded.
+    """
+    from nas.run import Run
+
+    log = log or _stderr
+    reference = experiment.reference_arch or experiment.space.sample(experiment.seed)
+    scratch = dataclasses.replace(experiment, storage=None)  # the study's writes timed on SQLite in a temp folder
+    short = dataclasses.replace(scratch, reference=reference,
+                                proxy=dataclasses.replace(experiment.proxy, epochs=_CALIBRATION_EPOCHS))
+    startup = _startup_seconds()
+    with tempfile.TemporaryDirectory(prefix="nas-estimate-") as tmp:
+        log(f"loading the data and measuring S of the reference {reference}")
+        Run(short, Path(tmp) / "first", runtime).training_evaluator()  # measures S0 unless cached
+        start = time.perf_counter()
+        # what a search process does before its first trial, S0 cached now
+        evaluator = Run(short, Path(tmp) / "calibration", runtime).training_evaluator()
+        prepared = time.perf_counter() - start
+        data = evaluator.data
+        step = _measure_on_device(experiment, runtime, data.num_classes)(reference)
+        log(f"S of the reference: {step.step_time * 1e3:.2f} ms; training it for {_CALIBRATION_EPOCHS} epochs")
+        fixed, extra, attrs = _time_training(evaluator, reference, step, len(data.train), len(data.val))
+        study, ledger, first_candidate = _time_bookkeeping(Run(scratch, Path(tmp) / "study", runtime), attrs)
+    reference_cached = runtime.use_cache and not step.busy
+    candidate_cached = False
+    if runtime.use_cache and first_candidate is not None:
+        cache = runtime.step_time_cache()
+        candidate_cached = cache.get(first_candidate, step.device, batch=experiment.proxy.batch_size,
+                                     resolution=experiment.proxy.resolution, num_classes=data.num_classes) is not None
+    return Calibration(train_images=len(data.train), val_images=len(data.val), num_classes=data.num_classes,
+                       reference=step, reference_cached=reference_cached,
+                       candidates_cached=candidate_cached, startup_seconds=startup, data_seconds=prepared,
+                       study_seconds=study, ledger_seconds=ledger, trial_seconds=fixed, epoch_seconds=extra)
+
+
+def _startup_seconds() -> float:
+    """A fresh interpreter importing what a search imports before its first trial."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", _SEARCH_IMPORTS], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def _time_training(evaluator, reference: Arch, step: StepTime, train_images: int,
+                   val_images: int) -> tuple[float, float, dict[str, Any]]:
+    """(fixed seconds per trial, extra seconds per epoch, the trial's attributes) of a real short training."""
+    from nas.ledger import Proposal
+
+    proxy = evaluator.proxy
+    stamps: dict[str, float] = {}
+    epochs: list[float] = []
+    start = time.perf_counter()
+    attrs = evaluator.evaluate(Proposal(trial_id=0, number=0, params={}, arch=str(reference), baseline=True),
+                               report=lambda epoch, accuracy: epochs.append(time.perf_counter()),
+                               measured=lambda known: stamps.setdefault("measured", time.perf_counter()))
+    end = time.perf_counter()
+    if attrs["state"] != "COMPLETE" or len(epochs) != _CALIBRATION_EPOCHS:
+        raise ValueError(f"the reference {reference} did not train on this data ({attrs.get('reason')}); the "
+                         "estimate calibrates on it")
+    epoch = epochs[1] - epochs[0]  # the second epoch: no start-up in it
+    steps = max(1, train_images // min(proxy.batch_size, train_images))
+    extra = epoch - steps * step.step_time - val_images / proxy.batch_size * step.inference_latency
+    # S came from the cache (just measured): what precedes it is the trial's own (cost, lookup)
+    fixed = (end - start) - _CALIBRATION_EPOCHS * epoch
+    if not step.cached:  # measured again inside (busy before): that time is measure_seconds' business
+        fixed -= stamps["measured"] - start
+    return max(0.0, fixed), extra, attrs
+
+
+def _time_bookkeeping(run, attrs: dict[str, Any]) -> tuple[float, float, str | None]:
+    """(creating the study, a trial's ledger work, the search's first candidate) in a scratch study.
+
+    Each trial is asked, told what is measured, reported per epoch and recorded, as the
+    search's worker does. The first candidate that is not the baseline is the
+    controller's: what the real search proposes first, since the seeded controllers draw
+    it before any result matters.
+    """
+    import optuna
+
+    from nas.search import prepare
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # as a search does: its lines are its own
+    accuracies, epochs = attrs["epoch_accuracies"], run.experiment.proxy.epochs
+    start = time.perf_counter()
+    with prepare(run, fresh=False, log=lambda message: None) as ledger:
+        study = time.perf_counter() - start
+        cycle, candidate = 0.0, None
+        while candidate is None:
+            start = time.perf_counter()
+            proposal = ledger.ask()
+            if proposal is None:
+                break
+            ledger.measured(proposal, {k: attrs.get(k) for k in ("params", "macs", "step_time")})
+            for epoch in range(1, epochs + 1):
+                ledger.report(proposal, epoch, accuracies[min(epoch, len(accuracies)) - 1])
+            ledger.record(proposal, attrs)
+            cycle = time.perf_counter() - start  # the last is a candidate's: the controller was asked
+            candidate = None if proposal.baseline else proposal.arch
+    return study, cycle, candidate
+
+
+# -- pruners ---------------------------------------------------------------------------------------
+_PRUNER_NOTES = {
+    "median": "median pruner: from its 4th trial, half the trials are expected to stop after epoch 1",
+    "successive_halving": "successive halving: 1/4 of the trials are expected to go on at each rung (epochs 1, "
+                          "4, 16, ...)",
+    "hyperband": "hyperband: its brackets taken as successive halving with 1/3 going on at each rung, "
+                 "shares equal",
+    "mo_asha": "mo_asha: 1/3 of the trials are expected to go on at each rung (epochs 1, 3, 9, ...), all of the "
+               "first 2 at a rung",
+}
+
+
+def expected_epochs(pruner: str, epochs: int, trials: int) -> float:
+    """Epochs a trial is expected to train under ``pruner``, averaged over ``trials`` trials.
+
+    A rung schedule with a stated share going on at each rung (the pruner's own aim): a
+    fluid model in which trials reach each rung in turn, the first ``startup`` at a rung
+    always go on and later ones with probability ``keep``. Epochs past the last rung are
+    trained in full.
+    """
+    plans = _rung_plans(pruner, epochs)
+    if not plans:
+        return float(epochs)
+    totals = []
+    for rungs, keep, startup in plans:
+        reached = [0.0] * len(rungs)
+        total = 0.0
+        for _ in range(trials):
+            alive, trained, before = 1.0, 0.0, 0
+            for index, rung in enumerate(rungs):
+                trained += alive * (rung - before)
+                before = rung
+                share = 1.0 if reached[index] < startup else keep
+                reached[index] += alive
+                alive *= share
+            total += trained + alive * (epochs - before)
+        totals.append(total / trials)
+    return float(np.mean(totals))
+
+
+def _rung_plans(pruner: str, epochs: int) -> list[tuple[tuple[int, ...], float, int]]:
+    """Per bracket: (rungs before the last epoch, share that goes on, trials that always go on)."""
+    from nas.pruners import MOASHAPruner
+
+    def rungs(first: int, eta: int) -> tuple[int, ...]:
+        out, rung = [], first
+        while rung < epochs:
+            out.append(rung)
+            rung *= eta
+        return tuple(out)
+
+    if pruner == "median":  # MedianPruner(n_startup_trials=3, n_warmup_steps=1) in nas.pruners
+        return [(rungs(1, epochs + 1), 0.5, 3)]
+    if pruner == "successive_halving":  # Optuna's reduction factor 4, min_resource 1
+        return [(rungs(1, 4), 0.25, 1)]
+    if pruner == "hyperband":  # Optuna's reduction factor 3; bracket b starts at 3**b
+        brackets = [rungs(3 ** b, 3) for b in range(int(math.log(epochs, 3)) + 1)] if epochs > 1 else [()]
+        return [(r, 1 / 3, 1) for r in brackets]
+    if pruner == "mo_asha":
+        moasha = MOASHAPruner(max_resource=epochs)
+        return [(tuple(moasha.rungs()), 1 / moasha.eta, moasha.eta - 1)]
+    return []
+
+
+# -- the simulated backend -------------------------------------------------------------------------
+def _simulated(experiment: Experiment, archs: list[Arch]) -> Estimate:
+    """The simulator's own (virtual) seconds: no device is used."""
+    from nas.ledger import Proposal
+    from nas.simulate import simulated_evaluator
+
+    evaluator = simulated_evaluator(experiment)
+    results = [evaluator.evaluate(Proposal(0, number, {}, str(arch))) for number, arch in enumerate(archs, 1)]
+    done = [r for r in results if r.attrs["state"] == "COMPLETE"]
+    if not done:
+        raise ValueError(f"none of the {len(archs)} sampled architectures completes in the simulator "
+                         f"({results[0].attrs.get('reason')})")
+    epochs, full = experiment.proxy.epochs, np.array([r.seconds for r in done])
+    expected = expected_epochs(experiment.pruner, epochs, experiment.trials)
+    seconds = full * expected / epochs
+    workers = experiment.simulated.workers
+    device = experiment.trials * float(seconds.mean())
+    step_times = [float(r.attrs["step_time"]) for r in done]
+    return Estimate(
+        trial_seconds=float(np.median(seconds)), trial_seconds_p10=float(np.percentile(seconds, 10)),
+        trial_seconds_p90=float(np.percentile(seconds, 90)), device_hours=device / 3600,
+        wall_seconds=max(device / workers, float(seconds.max())), sampled=len(archs), trials=experiment.trials,
+        parallel=workers, backend="simulated", virtual=True, step_time=float(np.median(step_times)),
+        reference_step_time=float(np.median(step_times)), steps_per_epoch=experiment.simulated.steps_per_epoch,
+        epochs=epochs, expected_epochs=expected, measure_seconds=0.0, one_off_seconds=0.0,
+        pruner_saving_seconds=experiment.trials * float((full - seconds).mean()),
+        infeasible_share=1 - len(done) / len(results),
+        notes=("virtual seconds of the simulator's clock; the simulated search itself takes moments",))
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def _gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(math.ceil(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
