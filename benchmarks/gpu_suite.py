@@ -5,7 +5,7 @@ Parts (``--parts``, default all, run in this order; seconds budgeted for one H20
 ======  ====  ================================================================================
 part    s     what it runs and checks
 ======  ====  ================================================================================
-train   75    proxy training of the tiny space's baseline on learnable 32-px data, on CUDA
+train   70    proxy training of the tiny space's baseline on learnable 32-px data, on CUDA
               (bf16 autocast + channels_last, data resident) and the same run in float32 on
               this machine's CPU: accuracies within 2 points; images/s of ``nas.train.train``
               vs a plain DataLoader loop (pinned memory; bf16 + channels_last) and vs that
@@ -21,17 +21,21 @@ big     35    EfficientNet-B0 and EfficientNetV2-S at 128 px: training images/s 
               channels_last, data resident, a few hundred steps)
 lock    45    S of one arch while 7 other processes train on the GPU vs alone: the exclusive
               device lock makes it wait, so the two agree within 5 %
+pytest  45    ``pytest tests/test_cuda.py``
 pack    130   16 candidates (32 px, 3 epochs) through ``backend: ray`` at gpus_per_trial 1,
               0.5, 0.25, 0.125: trials/hour (local worker processes if Ray is missing)
-pytest  45    ``pytest tests/test_cuda.py``
 ======  ====  ================================================================================
 
 Each part runs in a child process of its own (an out-of-memory, a crash or a hang of one
-part cannot stop the others) under a hard time limit; what a part measured is saved as it
-goes, so a part cut off still reports what it got. Writes ``gpu_suite.json`` and
-``gpu_suite.log`` into ``--out`` and prints a short table last. Without CUDA it writes
-"skipped: no CUDA" and exits 0, unless ``--cpu`` asks for the CPU fallbacks (with
-``--quick`` for tiny sizes: how the tests exercise it).
+part cannot stop the others) and is killed at 1.5x its budget; what a part measured is saved
+as it goes, so a part cut off still reports what it got. No part starts once the suite's
+deadline (480 s, ``--deadline``) leaves too little for it: ~7 minutes in all on an H200.
+Writes ``gpu_suite.json`` and ``gpu_suite.log`` into ``--out`` and prints a short table
+last. Without CUDA it writes "skipped: no CUDA" and exits 0, unless ``--cpu`` asks for the
+CPU fallbacks (with ``--quick`` for tiny sizes: how the tests exercise it).
+
+On the lent GPU machine (Python 3.12, no Optuna, no Ray): ``bash benchmarks/gpu_wheels.sh``
+here first, carry ``.whl`` and install it there into ``/tmp/site`` (see that script).
 
     PYTHONUNBUFFERED=1 PYTHONPATH=$PWD python benchmarks/gpu_suite.py --out $OUT
     python benchmarks/gpu_suite.py --cpu --quick --parts train,measure --out /tmp/suite
@@ -69,12 +73,12 @@ if str(HERE) not in sys.path:
     sys.path.insert(1, str(HERE))
 
 TINY = "stem_k3_s1_c16 fmb_r1_k3_s1_e1_c16 fmb_r2_k3_s2_e4_c32 mb_r2_k3_s2_e4_c64_se0.25 head_c256"
-ORDER = ("train", "measure", "oom", "big", "lock", "pack", "pytest")
-BUDGET = {"train": 75, "measure": 70, "oom": 35, "big": 35, "lock": 45, "pack": 130, "pytest": 45}
+ORDER = ("train", "measure", "oom", "big", "lock", "pytest", "pack")  # pack last: it may use what is left
+BUDGET = {"train": 70, "measure": 70, "oom": 35, "big": 35, "lock": 45, "pack": 130, "pytest": 45}
 QUICK_BUDGET = {name: 40 for name in ORDER}
 CUDA_ONLY = ("oom",)
 LIMIT_FACTOR = 1.5          # a part is killed at this multiple of its budget
-DEADLINE = 520.0            # seconds for the whole suite (the device call allows 600)
+DEADLINE = 480.0            # seconds for the whole suite (the device call allows 600)
 JSON_NAME, LOG_NAME = "gpu_suite.json", "gpu_suite.log"
 ACCURACY_GAP = 0.02         # CUDA bf16 vs CPU float32, same run, one seed
 SPREAD_LIMIT = 0.05         # (max - min) / median of five fresh S medians
@@ -107,7 +111,7 @@ class Sizes:
 
     @property
     def cpu_seconds(self) -> float:             # the CPU float32 reference's share
-        return 4.0 if self.quick else 42.0
+        return 4.0 if self.quick else 35.0
 
     @property
     def train_bounds(self) -> tuple[int, int]:  # training images of the accuracy run

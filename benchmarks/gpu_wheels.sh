@@ -17,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=.whl
 mkdir -p "$DEST"
+rm -f "$DEST"/*.whl  # exactly these wheels: two versions of one package would stop the install there
 grep -qxF '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
 
 PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
