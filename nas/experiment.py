@@ -40,6 +40,7 @@ BACKENDS = ("local", "ray", "simulated")
 IDENTITY_FIELDS = ("space", "dataset", "data_dir", "val_fraction", "proxy", "reward", "reference", "controller",
                    "seed", "pruner", "constraints", "storage")
 _ECHO = 80  # characters of a bad value echoed in a message
+_PLACEMENT = ("data_on_device", "device_memory_share")  # proxy fields that do not change results
 
 
 class ExperimentError(ValueError):
@@ -149,8 +150,14 @@ class Experiment:
         }
 
     def identity(self) -> dict[str, Any]:
-        """What must not change between a run and its resumption."""
+        """What must not change between a run and its resumption.
+
+        Where the data lives during training (resident on the device or streamed) gives
+        the same batches, so it may change between reruns.
+        """
         data = self.to_dict()
+        for key in _PLACEMENT:
+            data["proxy"].pop(key, None)
         return {key: data[key] for key in IDENTITY_FIELDS}
 
 

@@ -48,9 +48,10 @@ def ledger_of(run_dir) -> list[dict]:
 
 
 def finished(rows: list[dict]) -> list[dict]:
-    """COMPLETE, PRUNED, or FAIL for the candidate's own reason: what counts toward `trials`."""
-    return [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")
-            or r["state"] == "FAIL" and not str(r["reason"]).startswith("interrupted")]
+    """Distinct architectures evaluated: what counts toward `trials` (COMPLETE, PRUNED, or FAIL for the
+    candidate's own reason; not repeats, not infeasible candidates, not interrupted trials)."""
+    return [r for r in rows if r["duplicate_of"] is None and (r["state"] in ("COMPLETE", "PRUNED") or r["state"] == "FAIL"
+            and str(r["reason"]).startswith(("diverged", "oom", "invalid")))]
 
 
 @pytest.fixture(scope="session")

@@ -61,7 +61,7 @@ def test_measure_and_its_cache():
     assert not fresh["cached"]
 
 
-def test_data_prepare_then_evaluate_from_the_npz(tmp_path):
+def test_data_prepare_then_evaluate_from_the_prepared_folder(tmp_path):
     import numpy as np
     from PIL import Image
 
@@ -70,9 +70,9 @@ def test_data_prepare_then_evaluate_from_the_npz(tmp_path):
         (tmp_path / "imgs" / "train" / cls).mkdir(parents=True)
         for i in range(4):
             Image.fromarray(rng.integers(0, 255, (20, 28, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "train" / cls / f"{i}.png")
-    run_nas("data", "prepare", str(tmp_path / "imgs"), str(tmp_path / "small.npz"), "--resolution", "12", check=True)
-    arrays = np.load(tmp_path / "small.npz")
-    assert arrays["x"].shape == (8, 3, 12, 12) and arrays["x"].dtype == np.uint8 and sorted(set(arrays["y"])) == [0, 1]
-    d = nas_json("evaluate", "stem_k3_s1_c8 mb_r1_k3_s2_e1_c16 head_c32", "--dataset", "npz", "--data-dir",
-                 str(tmp_path / "small.npz"), "--epochs", "1", "--resolution", "12", "--batch", "4")
+    run_nas("data", "prepare", str(tmp_path / "imgs"), str(tmp_path / "small"), "--resolution", "12", check=True)
+    manifest = json.loads((tmp_path / "small" / "manifest.json").read_text())
+    assert manifest["images"] == {"train": 7, "minival": 1} and manifest["classes"] == ["cat", "dog"]
+    d = nas_json("evaluate", "stem_k3_s1_c8 mb_r1_k3_s2_e1_c16 head_c32", "--dataset", "prepared", "--data-dir",
+                 str(tmp_path / "small"), "--epochs", "1", "--resolution", "12", "--batch", "4")
     assert d["state"] == "COMPLETE" and d["params"] == nas.count_params(nas.parse_arch("stem_k3_s1_c8 mb_r1_k3_s2_e1_c16 head_c32"), num_classes=2)
