@@ -444,6 +444,8 @@ def part_train(rec: Recorder, sizes: Sizes, allow_cpu: bool) -> None:
         rows[label] = round(result["images_per_second"])
         rec.figure("images_per_second", dict(rows))
     rec.figure("speedup_over_plain", {k: round(rows["nas.train"] / v, 2) for k, v in rows.items() if k != "nas.train"})
+    # torch's defaults: "float32" convolutions may run as TF32 on the GPU's matrix units
+    rec.figure("tf32", {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32})
 
     # the same run in float32 on this machine's CPU
     t0 = time.perf_counter()
@@ -852,7 +854,15 @@ def part_pack(rec: Recorder, sizes: Sizes, allow_cpu: bool) -> None:
         for level in levels:
             exp = experiment(level, backend)
             t0 = time.perf_counter()
-            run = run_search(exp, work / f"run-{level}", fresh=True, runtime=runtime, log=lambda m: say(f"  {m}"))
+            try:
+                run = run_search(exp, work / f"run-{level}", fresh=True, runtime=runtime,
+                                 log=lambda m: say(f"  {m}"))
+            except Exception as exc:  # this level's failure: the next level still runs
+                traceback.print_exc()
+                table[str(level)] = {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+                rec.figure("levels", table)
+                rec.check(f"complete_at_{level}", False, table[str(level)]["error"], "the search ran")
+                continue
             wall = time.perf_counter() - t0
             trials = _trials(run)
             rows = [ledger_row(t) for t in trials]
@@ -880,7 +890,7 @@ def part_pack(rec: Recorder, sizes: Sizes, allow_cpu: bool) -> None:
             ray.shutdown()
     shutil.rmtree(work, ignore_errors=True)
     rec.summary(f"{backend}: " + ", ".join(f"{lv} GPU {e['trials_per_hour']:,}/h (x{e['most_at_once']})"
-                                          for lv, e in table.items()))
+                                          if "error" not in e else f"{lv} GPU error" for lv, e in table.items()))
 
 
 def _restart_ray_with_gpus(ray) -> dict:
