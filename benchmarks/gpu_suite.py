@@ -76,6 +76,7 @@ TINY = "stem_k3_s1_c16 fmb_r1_k3_s1_e1_c16 fmb_r2_k3_s2_e4_c32 mb_r2_k3_s2_e4_c6
 ORDER = ("train", "measure", "oom", "big", "lock", "pytest", "pack")  # pack last: it may use what is left
 BUDGET = {"train": 70, "measure": 70, "oom": 35, "big": 35, "lock": 45, "pack": 130, "pytest": 45}
 QUICK_BUDGET = {name: 40 for name in ORDER}
+SHORT_BUDGET = {"train": 30, "measure": 25, "oom": 20, "big": 15, "lock": 30, "pack": 60, "pytest": 30}
 CUDA_ONLY = ("oom",)
 LIMIT_FACTOR = 1.5          # a part is killed at this multiple of its budget
 DEADLINE = 480.0            # seconds for the whole suite (the device call allows 600)
@@ -104,6 +105,7 @@ class Sizes:
 
     quick: bool = False
     pack_backend: str = "auto"  # pack: "ray", "local" (worker processes) or "auto" (ray when installed)
+    short: bool = False         # about half the GPU time: smaller sets, 1 s S windows, shorter runs
 
     @property
     def epochs(self) -> int:                    # accuracy run (CUDA and CPU)
@@ -111,19 +113,21 @@ class Sizes:
 
     @property
     def cpu_seconds(self) -> float:             # the CPU float32 reference's share
-        return 4.0 if self.quick else 35.0
+        return 4.0 if self.quick else 12.0 if self.short else 35.0
 
     @property
     def train_bounds(self) -> tuple[int, int]:  # training images of the accuracy run
-        return (256, 1024) if self.quick else (2048, 16384)
+        return (256, 1024) if self.quick else (2048, 8192) if self.short else (2048, 16384)
 
     @property
     def throughput_images(self) -> int:         # CIFAR-sized set for images/s
-        return 512 if self.quick else 25600
+        return 512 if self.quick else 12800 if self.short else 25600
 
     def s_kwargs(self) -> dict[str, Any]:
         """``measure_step_time`` options: its defaults (what a search uses), or a few quick steps."""
-        return {"min_time": 0.05, "repeats": 3, "warmup": 1} if self.quick else {}
+        if self.quick:
+            return {"min_time": 0.05, "repeats": 3, "warmup": 1}
+        return {"min_time": 1.0} if self.short else {}
 
     @property
     def repeats(self) -> int:                   # fresh S measurements per setting
@@ -137,7 +141,7 @@ class Sizes:
 
     @property
     def epoch_steps(self) -> int:               # steps of the epoch S is compared with
-        return 3 if self.quick else 48
+        return 3 if self.quick else 32 if self.short else 48
 
     def big_settings(self) -> list[tuple[str, str, int, int]]:
         """(label, arch, batch, resolution) of the big-network throughput runs."""
@@ -147,7 +151,7 @@ class Sizes:
 
     @property
     def big_steps(self) -> int:                 # steps per epoch, two epochs timed
-        return 2 if self.quick else 120
+        return 2 if self.quick else 60 if self.short else 120
 
     @property
     def trainers(self) -> int:                  # processes training beside the lock test
@@ -155,7 +159,7 @@ class Sizes:
 
     @property
     def trainer_seconds(self) -> float:         # how long each trains after its first epoch
-        return 3.0 if self.quick else 16.0
+        return 3.0 if self.quick else 8.0 if self.short else 16.0
 
     @property
     def pack_trials(self) -> int:
@@ -980,6 +984,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="folder for gpu_suite.json and gpu_suite.log")
     parser.add_argument("--parts", default=",".join(ORDER), help=f"comma-separated, of {', '.join(ORDER)}")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds on a CPU)")
+    parser.add_argument("--short", action="store_true",
+                        help="about half the GPU time (smaller sets, 1 s S windows): for a short device lease")
     parser.add_argument("--cpu", action="store_true", help="without CUDA, run the CPU fallbacks instead of skipping")
     parser.add_argument("--deadline", type=float, default=None,
                         help=f"seconds for the whole suite (default {DEADLINE:.0f}; --quick: 300)")
@@ -995,9 +1001,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [p for p in names if p not in ORDER]
     if unknown or not names:
         parser.error(f"--parts: unknown part {', '.join(unknown) or '(none given)'} (choose from {', '.join(ORDER)})")
-    args.selected = [p for p in ORDER if p in names]
+    args.selected = [p for p in names if p in ORDER] if args.parts else list(ORDER)
     if args.deadline is None:
-        args.deadline = 300.0 if args.quick else DEADLINE
+        args.deadline = 300.0 if args.quick else 140.0 if args.short else DEADLINE
     return args
 
 
@@ -1011,7 +1017,7 @@ def child_main(args: argparse.Namespace) -> int:
 
             if not torch.cuda.is_available():
                 raise Skip("needs CUDA")
-        PARTS[args.child](rec, Sizes(args.quick, args.pack_backend), args.cpu)
+        PARTS[args.child](rec, Sizes(args.quick, args.pack_backend, args.short), args.cpu)
     except Skip as skip:
         rec.data["skipped"] = str(skip)
     except BaseException as exc:  # recorded: the suite goes on with the next part
@@ -1031,6 +1037,7 @@ def run_child(name: str, args: argparse.Namespace, limit: float, log: Path) -> d
     result = Path(tempfile.mkdtemp(prefix="gpu-suite-")) / f"{name}.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--result", str(result), "--out",
            str(args.out), "--pack-backend", args.pack_backend] + (["--quick"] if args.quick else []) \
+        + (["--short"] if args.short else []) \
         + (["--cpu"] if args.cpu else [])
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     timed_out = False
@@ -1075,7 +1082,7 @@ def run_in_process(name: str, args: argparse.Namespace, limit: float, log: Path)
     rec = Recorder(None)
     t0 = time.perf_counter()
     try:
-        PARTS[name](rec, Sizes(args.quick, args.pack_backend), args.cpu)
+        PARTS[name](rec, Sizes(args.quick, args.pack_backend, args.short), args.cpu)
     except Skip as skip:
         rec.data["skipped"] = str(skip)
     except Exception as exc:
@@ -1128,7 +1135,7 @@ def run_suite(args: argparse.Namespace, runner: Runner | None = None) -> dict[st
     both(f"gpu_suite: {env.get('gpu') or 'CPU only'}; torch {env['torch']} (CUDA {env['torch_cuda']}); "
          f"ray {env['ray']}; optuna {env['optuna']}; {env['cpu_count']} CPUs")
     runner = runner or (run_in_process if args.in_process else run_child)
-    budgets = QUICK_BUDGET if args.quick else BUDGET
+    budgets = QUICK_BUDGET if args.quick else SHORT_BUDGET if args.short else BUDGET
     for name in args.selected:
         left = args.deadline - (time.perf_counter() - start)
         budget = budgets[name] * args.budget_scale
