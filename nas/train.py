@@ -7,12 +7,19 @@ does the random crop and flip together, and nothing in the hot loop runs per sam
 Python. Failures that belong to the candidate (a diverged loss, out of memory, a model
 that does not fit the data) become :class:`CandidateFailure` so a search can record
 them and go on.
+
+With a :class:`~nas.progressive.Progressive` schedule (``nas train --progressive``) each
+stage trains at its own image size, classifier dropout, RandAugment magnitude and mixup α
+(:mod:`nas.augment`, batched on the device like the crop), while evaluation stays at the
+final size.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import math
+import random
 import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
@@ -21,8 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas.augment import mixup, rand_augment
 from nas.data import Dataset
-from nas.data.feed import make_feed
+from nas.data.feed import Feed, make_feed
+from nas.progressive import Progressive, Stage
 
 __all__ = [
     "CandidateFailure",
@@ -158,6 +167,7 @@ def train(
     *,
     device: str | torch.device | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
+    progressive: Progressive | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data`` with the proxy recipe and report validation accuracy.
 
@@ -171,23 +181,33 @@ def train(
         device: Where to train; default CUDA when available, else CPU.
         on_epoch: Called as ``on_epoch(epoch, accuracy)`` after each epoch (from 1);
             whatever it raises (e.g. ``optuna.TrialPruned``) propagates unchanged.
+        progressive: Train in the stages of this schedule (``progressive.plan(
+            config.epochs, config.resolution)``: per epoch an image size, a dropout rate
+            set on ``model.dropout``, a RandAugment magnitude and a mixup α). ``None``:
+            every epoch at ``config.resolution`` with the model's own dropout and no
+            RandAugment or mixup. Evaluation is at ``config.resolution`` either way.
 
     Returns:
         The accuracies and timings.
 
     Raises:
         CandidateFailure: ``diverged: ...``, ``oom: ...`` or ``invalid: ...``.
+        ValueError: An empty split; a schedule that does not fit ``config`` or whose
+            dropout the model has no ``dropout`` module for.
     """
     dev = torch.device(device) if device is not None else _default_device()
     if len(data.train) == 0 or len(data.val) == 0:
         raise ValueError(f"dataset {data.name!r} has an empty split (train {len(data.train)}, val {len(data.val)})")
+    plan = progressive.plan(config.epochs, config.resolution) if progressive is not None else None
     start = time.perf_counter()
     fork_devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
     # Dropout and stochastic depth draw from the global RNG: seed it per candidate for
-    # reproducibility, without disturbing the caller's stream.
-    with torch.random.fork_rng(devices=fork_devices):
+    # reproducibility, without disturbing the caller's stream. cuDNN picks its fastest
+    # kernels for the proxy's fixed shapes, as S's measurement does (nas.measure), so that S
+    # is the step time training really has.
+    with torch.random.fork_rng(devices=fork_devices), _cudnn_benchmark(dev.type == "cuda"):
         torch.manual_seed(config.seed)
-        run = _guarded(lambda: _Run(model, data, config, dev), model, dev, None)
+        run = _guarded(lambda: _Run(model, data, config, dev, plan), model, dev, None)
         accuracies: list[float] = []
         for epoch in range(1, config.epochs + 1):
             accuracy = _guarded(lambda: run.epoch(epoch), model, dev, run.release)
@@ -212,6 +232,17 @@ def train(
 
 def _default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(enabled: bool):
+    """``torch.backends.cudnn.benchmark`` on for the block (when ``enabled``), then as it was."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = before or enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -251,9 +282,12 @@ def _guarded(
 class _Run:
     """The state of one proxy training run: the data feed, optimizer, schedule."""
 
-    def __init__(self, model: nn.Module, data: Dataset, config: ProxyConfig, dev: torch.device) -> None:
+    def __init__(self, model: nn.Module, data: Dataset, config: ProxyConfig, dev: torch.device,
+                 plan: tuple[Stage, ...] | None = None) -> None:
         self.config = config
         self.dev = dev
+        self.data = data
+        self.plan = plan
         self.hflip = data.hflip
         self.num_classes = data.num_classes
         on_cuda = dev.type == "cuda"
@@ -268,14 +302,28 @@ class _Run:
         res = config.resolution
         # no activations are kept for backward, so twice the batch fits where training did
         self.eval_batch = 2 * config.batch_size
-        self.feed = make_feed(data, resolution=res, device=dev, on_device=config.data_on_device,
-                              memory_share=config.device_memory_share, batch_rows=self.eval_batch)
+        self.feed_options = {"device": dev, "on_device": config.data_on_device,
+                             "memory_share": config.device_memory_share, "batch_rows": self.eval_batch}
+        self.feed: Feed | None
+        if plan is None:
+            self.feed = make_feed(data, resolution=res, **self.feed_options)
+            self.eval_feed = self.feed
+        else:
+            # evaluation stays at the final size while training images grow to it; it needs
+            # the validation split alone, so a view whose training split is the validation
+            # split keeps a resident feed from holding the training set a second time
+            self.eval_feed = make_feed(dataclasses.replace(data, train=data.val), resolution=res,
+                                       **self.feed_options)
+            self.feed = None  # each stage's, made by enter()
+        self.stage: Stage | None = None
         self.train_size, self.val_size = len(data.train), len(data.val)
         # normalising is (x - mean) / std in 0..255 units, folded into one multiply-add
         mean = torch.tensor(data.mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1) * 255.0
         std = torch.tensor(data.std, dtype=torch.float32, device=dev).view(1, 3, 1, 1) * 255.0
         self.scale = 1.0 / std
         self.shift = -mean / std
+        # what RandAugment's warps move into an image: the mean, 0 once normalised
+        self.fill = mean
 
         self.model = model.to(dev, memory_format=self.memory_format)
         # the batch order is drawn on the host, so a streamed feed knows it ahead of time
@@ -283,6 +331,11 @@ class _Run:
         self.order_generator = torch.Generator().manual_seed(config.seed)
         self.generator = torch.Generator(device=dev)
         self.generator.manual_seed(config.seed)
+        # mixup's λ, one scalar per batch, is drawn on the host: mixing by a Python float
+        # needs no device sync
+        self.mix_rng = random.Random(config.seed)
+        needs_dropout = plan is not None and any(stage.dropout > 0 for stage in plan)
+        self.dropout = _dropout_module(model, needs_dropout) if plan is not None else None
 
         n = self.train_size
         self.batch = min(config.batch_size, n)
@@ -295,9 +348,7 @@ class _Run:
         self.optimizer = _make_optimizer(model, config)
         self.train_time = 0.0
         self.images = 0
-        self.pad = res // 8
-        self.arange = torch.arange(res, device=dev)
-        self.channel_offsets = torch.arange(3, device=dev).view(1, 3, 1, 1) * (res * res)
+        self.crop_for(res)
 
     # ----------------------------------------------------------------- schedule
     def lr_at(self, step: int) -> float:
@@ -309,10 +360,31 @@ class _Run:
         progress = min(1.0, (step - self.warmup_steps) / decay_steps)
         return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
+    # ----------------------------------------------------------------- stages
+    def enter(self, stage: Stage) -> None:
+        """Train from now on as ``stage`` says: its image size, dropout rate and augmentation."""
+        if self.stage is None or stage.resolution != self.stage.resolution:
+            if self.feed is not None:
+                self.feed.close()  # the last stage's copy goes before the next is made
+                self.feed = None
+            # resized once per stage from the full-size data when resident, per batch when streamed
+            self.feed = make_feed(self.data, resolution=stage.resolution, **self.feed_options)
+            self.crop_for(stage.resolution)
+        if self.dropout is not None:
+            self.dropout.p = stage.dropout
+        self.stage = stage
+
     # ----------------------------------------------------------------- batches
+    def crop_for(self, res: int) -> None:
+        """The random crop's constants for training images of side ``res``."""
+        self.resolution = res
+        self.pad = res // 8
+        self.arange = torch.arange(res, device=self.dev)
+        self.channel_offsets = torch.arange(3, device=self.dev).view(1, 3, 1, 1) * (res * res)
+
     def augmented_batch(self, source: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Images ``source[idx]``, randomly cropped (reflect padding) and flipped, as one gather of uint8."""
-        b, res, pad, g, dev = len(idx), self.config.resolution, self.pad, self.generator, self.dev
+        b, res, pad, g, dev = len(idx), self.resolution, self.pad, self.generator, self.dev
         if pad > 0:
             dy = torch.randint(-pad, pad + 1, (b, 1), device=dev, generator=g)
             dx = torch.randint(-pad, pad + 1, (b, 1), device=dev, generator=g)
@@ -343,19 +415,30 @@ class _Run:
 
     # ----------------------------------------------------------------- one epoch
     def epoch(self, epoch: int) -> float:
-        """Train one epoch, then return the validation accuracy."""
+        """Train one epoch (in its stage, when progressive), then return the validation accuracy."""
+        if self.plan is not None:
+            self.enter(self.plan[epoch - 1])
         self.train_one_epoch(epoch)
         return self.evaluate()
 
     def train_one_epoch(self, epoch: int) -> None:
-        model, opt, cfg = self.model, self.optimizer, self.config
+        model, opt, cfg, stage = self.model, self.optimizer, self.config, self.stage
+        assert self.feed is not None, "a progressive run enters its stage before training"
+        randaug = stage.randaug if stage is not None else 0.0
+        alpha = stage.mixup if stage is not None else 0.0
         model.train()
         t0 = time.perf_counter()
         order = torch.randperm(self.train_size, generator=self.order_generator)
         last = self.steps_per_epoch - 1
         with contextlib.closing(self.feed.train_batches(order, self.batch)) as batches:
             for step, (source, idx, y) in enumerate(batches):
-                x = self.prepare(self.augmented_batch(source, idx))
+                x = self.augmented_batch(source, idx)
+                if randaug > 0:
+                    x = rand_augment(x, randaug, generator=self.generator, fill=self.fill)
+                x = self.prepare(x)
+                target = y
+                if alpha > 0:
+                    x, target = mixup(x, y, self.mix_rng.betavariate(alpha, alpha), num_classes=self.num_classes)
                 lr = self.lr_at(self.step_count)
                 for group in opt.param_groups:
                     group["lr"] = lr
@@ -363,7 +446,8 @@ class _Run:
                     logits = model(x)
                 if self.step_count == 0:
                     self.check_output(logits, len(idx))
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                # smoothing mixup's soft targets is smoothing each label before the mix
+                loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
                 if step % self.check_every == 0 or step == last:
                     value = loss.item()
                     if not math.isfinite(value) or value > cfg.max_loss:
@@ -387,7 +471,7 @@ class _Run:
     def evaluate(self) -> float:
         self.model.eval()
         correct = torch.zeros((), dtype=torch.long, device=self.dev)
-        with contextlib.closing(self.feed.eval_batches(self.eval_batch)) as batches:
+        with contextlib.closing(self.eval_feed.eval_batches(self.eval_batch)) as batches:
             for images, labels in batches:
                 with self.autocast():
                     logits = self.model(self.prepare(images))
@@ -395,8 +479,9 @@ class _Run:
         return correct.item() / self.val_size
 
     def release(self) -> None:
-        """Drop the data feed (device copies, buffers, its thread) and the optimizer state (the model stays)."""
-        self.feed.close()
+        """Drop the data feeds (device copies, buffers, threads) and the optimizer state (the model stays)."""
+        for feed in {id(f): f for f in (self.feed, self.eval_feed) if f is not None}.values():
+            feed.close()
         self.optimizer = None  # type: ignore[assignment]
 
     def images_per_second(self) -> float:
@@ -406,6 +491,25 @@ class _Run:
 def _amp_dtype(dtype: str, on_cuda: bool) -> torch.dtype | None:
     if dtype == "bfloat16" or (dtype == "auto" and on_cuda):
         return torch.bfloat16
+    return None
+
+
+def _dropout_module(model: nn.Module, required: bool) -> nn.Dropout | None:
+    """``model.dropout``, the classifier dropout a progressive schedule raises, as an ``nn.Dropout``.
+
+    An ``nn.Identity`` there (``nas.builder.EfficientNet`` built with dropout 0) is
+    replaced by an ``nn.Dropout`` so the schedule can raise it. Without either, ``None``
+    when the schedule keeps dropout at 0 (``required`` false), else a ``ValueError``.
+    """
+    module = getattr(model, "dropout", None)
+    if isinstance(module, nn.Identity):
+        module = nn.Dropout(0.0)
+        model.dropout = module
+    if isinstance(module, nn.Dropout):
+        return module
+    if required:
+        raise ValueError(f"a progressive dropout schedule needs model.dropout (an nn.Dropout or nn.Identity, as "
+                         f"nas.builder.EfficientNet has); {type(model).__name__} has none: keep dropout at 0:0")
     return None
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from nas.cli._common import cell, epoch_progress, print_json, resolve_arch
+
+if TYPE_CHECKING:  # the command line imports torch-backed modules only when a command runs
+    from nas.progressive import Progressive, Stage
 
 __all__ = ["register"]
 
@@ -53,6 +57,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", metavar="F.pt", help="save the trained network as a state_dict export")
+    p.add_argument("--progressive", action="store_true",
+                   help="progressive learning (EfficientNetV2 §4): image size, dropout, RandAugment and mixup rise "
+                        "together over the stages; evaluation at --resolution")
+    p.add_argument("--stages", type=int, help="progressive: number of stages (default 4, as EfficientNetV2)")
+    p.add_argument("--start-resolution", type=int, metavar="R",
+                   help="progressive: the first stage's image size (default half of --resolution, a multiple of 8)")
+    p.add_argument("--dropout", metavar="A:B", help="progressive: classifier dropout rate from A to B "
+                                                    "(default 0.1:0.3, EfficientNetV2-S)")
+    p.add_argument("--randaug", metavar="A:B", help="progressive: RandAugment magnitude from A to B, 0..30 "
+                                                    "(default 5:15, EfficientNetV2-S)")
+    p.add_argument("--mixup", metavar="A:B", help="progressive: mixup alpha from A to B (default 0:0, "
+                                                  "EfficientNetV2-S; V2-M uses 0:0.2)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_train)
 
@@ -117,6 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from nas.export import check_writable, save_state_dict
     from nas.train import CandidateFailure, ProxyConfig, train
 
+    progressive = _progressive(args)  # before anything is loaded: a bad option is one line, at once
     if args.out:
         check_writable(args.out)  # before training: a finished network must not be lost to a bad path
     arch, source = _train_arch(args)
@@ -124,18 +141,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("batch_size", args.batch), ("lr", args.lr), ("optimizer", args.optimizer))
                  if v is not None}
     config = ProxyConfig(epochs=args.epochs, resolution=resolution, seed=args.seed, **overrides)
+    if progressive is not None and (progressive.start_resolution or 0) > resolution:
+        raise ValueError(f"--start-resolution {progressive.start_resolution} exceeds the final size "
+                         f"(--resolution {resolution})")
+    plan = progressive.plan(config.epochs, resolution) if progressive is not None else None
     data = load_dataset(source["dataset"], data_dir=source["data_dir"], download=args.download, seed=0,
                         split="final",
                         resolution=resolution if source["dataset"] in ("imagefolder", "synthetic") else None)
     torch.manual_seed(args.seed)
     model = build_model(arch, num_classes=data.num_classes)
     held_out = "test" if data.val_is_test else "held-out"
+    sizes = (f"{resolution}px" if plan is None else
+             f"{plan[0].resolution}px rising to {resolution}px in {plan[0].stages} stages (progressive; evaluated "
+             f"at {resolution}px)")
     print(f"training {arch} on {source['dataset']} ({len(data.train):,} training images; {held_out} set of "
-          f"{len(data.val):,}) for {args.epochs} epochs at {resolution}px", file=sys.stderr, flush=True)
+          f"{len(data.val):,}) for {args.epochs} epochs at {sizes}", file=sys.stderr, flush=True)
 
+    what = f"{held_out} accuracy"
     try:
         result = train(model, data, config, device=None if args.device == "auto" else args.device,
-                       on_epoch=epoch_progress(args.epochs, f"{held_out} accuracy"))
+                       on_epoch=epoch_progress(args.epochs, what) if plan is None else _stage_progress(plan, what),
+                       progressive=progressive)
     except CandidateFailure as failure:
         print(f"nas train: {arch}: {failure.reason}", file=sys.stderr)
         return 1
@@ -146,17 +172,96 @@ def cmd_train(args: argparse.Namespace) -> int:
                         accuracy=result.accuracy)
     info = {"arch": str(arch), "dataset": source["dataset"], "split": "final", "epochs": args.epochs,
             "resolution": resolution, "accuracy": result.accuracy, "accuracy_on": held_out,
-            "epoch_accuracies": list(result.epoch_accuracies), "params": cost.params, "macs": cost.macs,
+            "epoch_accuracies": list(result.epoch_accuracies), "history": _history(result.epoch_accuracies, plan,
+                                                                                 resolution),
+            "progressive": _progressive_info(progressive, plan), "params": cost.params, "macs": cost.macs,
             "train_seconds": result.train_seconds, "images_per_second": result.images_per_second,
             "out": str(args.out) if args.out else None}
     if args.json:
         print_json(info)
     else:
         print(arch)
-        print(f"  {held_out} accuracy {result.accuracy:.4f} after {args.epochs} epochs at {resolution}px on "
+        print(f"  {held_out} accuracy {result.accuracy:.4f} after {args.epochs} epochs at {sizes} on "
               f"{source['dataset']} (trained on all training data), {result.train_seconds:.1f} s")
         print(f"  params {cost.params:,}  MACs {cost.macs / 1e6:.2f} M" + (f"\n  saved {args.out}" if args.out else ""))
     return 0
+
+
+# the progressive options, as Progressive's fields
+_PROGRESSIVE_FLAGS = {"stages": "--stages", "start_resolution": "--start-resolution", "dropout": "--dropout",
+                      "randaug": "--randaug", "mixup": "--mixup"}
+
+
+def _progressive(args: argparse.Namespace) -> Progressive | None:
+    """``--progressive`` and its options as a :class:`~nas.progressive.Progressive`, or ``None``.
+
+    Raises:
+        ValueError: naming the option: a range that is not ``A:B`` (or one number, for a
+            constant), out of bounds or falling; an option given without ``--progressive``.
+    """
+    from nas.progressive import Progressive
+
+    given = {field: getattr(args, field) for field in _PROGRESSIVE_FLAGS if getattr(args, field) is not None}
+    if not args.progressive:
+        if given:
+            raise ValueError(f"{_PROGRESSIVE_FLAGS[next(iter(given))]} needs --progressive")
+        return None
+    options: dict[str, Any] = {}
+    for field, value in given.items():
+        flag = _PROGRESSIVE_FLAGS[field]
+        option = _range(flag, value) if isinstance(value, str) else value
+        try:  # one option at a time, so the message names the one at fault
+            Progressive(**{field: option})
+        except ValueError as err:
+            raise ValueError(f"{flag} {value}: {err}") from None
+        options[field] = option
+    return Progressive(**options)
+
+
+def _range(flag: str, text: str) -> tuple[float, float]:
+    """``A:B`` (or ``A``, for ``A:A``) as two floats."""
+    try:
+        values = [float(part) for part in text.split(":")]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2:
+        raise ValueError(f"{flag} {text}: expected START:END, two numbers such as 0.1:0.3 (or one, for a constant)")
+    return values[0], values[1]
+
+
+def _stage_progress(plan: Sequence[Stage], what: str) -> Callable[[int, float], None]:
+    """A line per epoch on stderr naming the epoch's stage, image size and regularisation."""
+    epochs = len(plan)
+
+    def show(epoch: int, accuracy: float) -> None:
+        s = plan[epoch - 1]
+        print(f"  epoch {epoch}/{epochs} (stage {s.index + 1}/{s.stages}: {s.resolution}px, dropout {s.dropout:.3g}, "
+              f"randaug {s.randaug:.3g}, mixup {s.mixup:.3g}): {what} {accuracy:.4f}", file=sys.stderr, flush=True)
+    return show
+
+
+def _history(accuracies: Sequence[float], plan: Sequence[Stage] | None, resolution: int) -> list[dict[str, Any]]:
+    """Per epoch: its number, training image size and accuracy (and, progressive, its stage's settings)."""
+    history = []
+    for epoch, accuracy in enumerate(accuracies, start=1):
+        if plan is None:
+            history.append({"epoch": epoch, "resolution": resolution, "accuracy": accuracy})
+            continue
+        s = plan[epoch - 1]
+        history.append({"epoch": epoch, "stage": s.index + 1, "resolution": s.resolution, "accuracy": accuracy,
+                        "dropout": s.dropout, "randaug": s.randaug, "mixup": s.mixup})
+    return history
+
+
+def _progressive_info(progressive: Progressive | None, plan: Sequence[Stage] | None) -> dict[str, Any] | None:
+    """The schedule as ``nas train --json`` reports it (``None`` without ``--progressive``)."""
+    if progressive is None:
+        return None
+    return {"stages": plan[0].stages, "start_resolution": plan[0].resolution,
+            "dropout": list(progressive.dropout), "randaug": list(progressive.randaug),
+            "mixup": list(progressive.mixup)}
 
 
 def _train_arch(args: argparse.Namespace):
