@@ -4,18 +4,22 @@ A trial of a search is mostly S × training steps, but not only. Per trial of an
 architecture *a* (S_a its training-step time, I_a its inference latency, both measured on
 this device at the proxy batch):
 
-    trial(a) = ledger + fixed + measure(a) + E' × (steps · S_a + passes · I_a + extra)
+    trial(a) = ledger + fixed + measure(a) + E' × k × (steps · S_a + passes · I_a)
 
 - ``steps`` = ⌊training images / batch⌋ per epoch (the trainer drops the ragged last
   batch) and ``passes`` = validation images / batch (the evaluation runs batches of 2·batch);
   training images are those left after the minival split;
 - ``measure(a)``: measuring S, i.e. the measurement's warm-up and timing windows
   (:func:`nas.measure.measure_step_time`); nothing when S is in the step-time cache;
-- ``extra`` per epoch (augmentation, loss checks, the learning-rate schedule), ``fixed``
-  per trial (cost, building the model, the data to the device, kept weights) and ``ledger``
-  per trial (the controller's ask, the study's writes) are *measured*: the reference
-  (the space's baseline) is trained for two epochs through the search's own evaluator, and
-  two trials are asked and recorded in a scratch study (:func:`calibrate`);
+- ``k``, how much longer an epoch of real training takes than its steps and evaluation
+  passes at S and I (augmentation, loss checks, the schedule; and how busy the device is
+  now against when S was measured), ``fixed`` per trial (cost, building the model, the
+  data to the device, kept weights) and ``ledger`` per trial (the controller's ask, the
+  study's writes) are *measured*: the reference (the space's baseline) is trained for two
+  epochs through the search's own evaluator, and two trials are asked and recorded in a
+  scratch study (:func:`calibrate`). ``k`` is a factor, not an added constant, so that a
+  device busier during the calibration than during the measurement of S cannot make
+  an epoch take negative time;
 - ``E'`` is the proxy's epochs, or the epochs a trial is expected to run under the pruner
   (:func:`expected_epochs`: the rung schedule, with the share that goes on at a rung).
 
@@ -66,8 +70,10 @@ DEFAULT_SAMPLE = 8
 Measure = Callable[["Arch"], "StepTime"]
 Log = Callable[[str], None]
 
-# What a search process imports before its first trial (timed in a fresh interpreter).
-_SEARCH_IMPORTS = "import nas.cli.search, nas.search, nas.backends.local, nas.evaluator, nas.evaluate, nas.data"
+# What a search process does before its first trial, timed in a fresh interpreter: its imports, then
+# its evaluator (the data loaded, S0 from the cache). argv[1]: a pickled nas.run.Run.
+_STARTUP = ("import pickle, sys; import nas.cli.search, nas.search, nas.backends.local; "
+            "pickle.load(open(sys.argv[1], 'rb')).training_evaluator()")
 _CALIBRATION_EPOCHS = 2  # two epochs tell the first epoch's start-up from an epoch's own time
 
 
@@ -83,16 +89,13 @@ class Calibration:
         reference_cached: Whether the search will find the reference's S in the cache.
         candidates_cached: Whether the search's candidates are in the cache already
             (this search ran here before; see the module docstring).
-        startup_seconds: A fresh process importing the search.
-        data_seconds: A search process's preparation before its first trial: loading the
-            data, the reference's S from the cache.
+        startup_seconds: A fresh process preparing as a search does before its first
+            trial: its imports, loading the data, the reference's S from the cache.
         study_seconds: Creating the run's study (config, storage, the baseline queued).
         ledger_seconds: Per trial: the controller's ask and the study's writes.
         trial_seconds: Per trial, besides measuring S and the epochs: cost, building the
             model, the data to the device, the first epoch's warm-up, weights kept.
-        epoch_seconds: Per epoch, besides steps × S and the evaluation's passes × I
-            (augmentation, loss checks, the schedule); may be negative when training ran
-            faster than S predicts.
+        epoch_factor: An epoch's seconds over steps × S + the evaluation's passes × I.
     """
 
     train_images: int
@@ -102,11 +105,10 @@ class Calibration:
     reference_cached: bool = True
     candidates_cached: bool = False
     startup_seconds: float = 0.0
-    data_seconds: float = 0.0
     study_seconds: float = 0.0
     ledger_seconds: float = 0.0
     trial_seconds: float = 0.0
-    epoch_seconds: float = 0.0
+    epoch_factor: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -225,7 +227,7 @@ def _combine(experiment: Experiment, runtime: RuntimeOptions, cal: Calibration, 
         notes.append(_PRUNER_NOTES[experiment.pruner])
 
     def epoch(step: StepTime) -> float:
-        return max(0.0, steps_per_epoch * step.step_time + passes * step.inference_latency + cal.epoch_seconds)
+        return cal.epoch_factor * (steps_per_epoch * step.step_time + passes * step.inference_latency)
 
     def trial(step: StepTime, cached: bool, run_epochs: float) -> float:
         measuring = 0.0 if cached else measure_seconds(step)
@@ -258,8 +260,7 @@ def _combine(experiment: Experiment, runtime: RuntimeOptions, cal: Calibration, 
     parallel, contention = _parallel(experiment, cores, gpus, notes)
     local_workers = experiment.backend == "local" and parallel > 1
     # several local workers each start a process and load the data, at the same time
-    one_off = (cal.startup_seconds * (2 if local_workers else 1) + cal.data_seconds + cal.study_seconds
-               + reference_once)
+    one_off = cal.startup_seconds * (2 if local_workers else 1) + cal.study_seconds + reference_once
     longest = max(reference_trial if baseline else 0.0, float(candidates.max()))
     wall = one_off + max(device * contention / parallel, longest)
     share = experiment.ray.gpus_per_trial if experiment.backend == "ray" and experiment.ray.gpus_per_trial else 1.0
@@ -388,20 +389,19 @@ def calibrate(experiment: Experiment, runtime: RuntimeOptions, *, log: Log | Non
     scratch = dataclasses.replace(experiment, storage=None)  # the study's writes timed on SQLite in a temp folder
     short = dataclasses.replace(scratch, reference=reference,
                                 proxy=dataclasses.replace(experiment.proxy, epochs=_CALIBRATION_EPOCHS))
-    startup = _startup_seconds()
     with tempfile.TemporaryDirectory(prefix="nas-estimate-") as tmp:
         log(f"loading the data and measuring S of the reference {reference}")
-        Run(short, Path(tmp) / "first", runtime).training_evaluator()  # measures S0 unless cached
-        start = time.perf_counter()
-        # what a search process does before its first trial, S0 cached now
-        evaluator = Run(short, Path(tmp) / "calibration", runtime).training_evaluator()
-        prepared = time.perf_counter() - start
+        evaluator = Run(short, Path(tmp) / "calibration", runtime).training_evaluator()  # S0 measured unless cached
         data = evaluator.data
         step = _measure_on_device(experiment, runtime, data.num_classes)(reference)
+        reference_cached = runtime.use_cache and not step.busy
+        log("timing a search process's start")
+        startup = _startup_seconds(Run(scratch, Path(tmp) / "startup", runtime), Path(tmp) / "run.pickle")
+        if not reference_cached:  # it measured S0 again: that is counted apart
+            startup = max(0.0, startup - measure_seconds(step))
         log(f"S of the reference: {step.step_time * 1e3:.2f} ms; training it for {_CALIBRATION_EPOCHS} epochs")
-        fixed, extra, attrs = _time_training(evaluator, reference, step, len(data.train), len(data.val))
+        fixed, factor, attrs = _time_training(evaluator, reference, step, len(data.train), len(data.val))
         study, ledger, first_candidate = _time_bookkeeping(Run(scratch, Path(tmp) / "study", runtime), attrs)
-    reference_cached = runtime.use_cache and not step.busy
     candidate_cached = False
     if runtime.use_cache and first_candidate is not None:
         cache = runtime.step_time_cache()
@@ -409,20 +409,27 @@ def calibrate(experiment: Experiment, runtime: RuntimeOptions, *, log: Log | Non
                                      resolution=experiment.proxy.resolution, num_classes=data.num_classes) is not None
     return Calibration(train_images=len(data.train), val_images=len(data.val), num_classes=data.num_classes,
                        reference=step, reference_cached=reference_cached,
-                       candidates_cached=candidate_cached, startup_seconds=startup, data_seconds=prepared,
-                       study_seconds=study, ledger_seconds=ledger, trial_seconds=fixed, epoch_seconds=extra)
+                       candidates_cached=candidate_cached, startup_seconds=startup, study_seconds=study,
+                       ledger_seconds=ledger, trial_seconds=fixed, epoch_factor=factor)
 
 
-def _startup_seconds() -> float:
-    """A fresh interpreter importing what a search imports before its first trial."""
+def _startup_seconds(run, path: Path) -> float:
+    """A fresh interpreter doing what a search process does before its first trial (and exiting)."""
+    import pickle
+
+    path.write_bytes(pickle.dumps(run))
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", _SEARCH_IMPORTS], check=True, capture_output=True)
-    return time.perf_counter() - start
+    proc = subprocess.run([sys.executable, "-c", _STARTUP, str(path)], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode:
+        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        raise ValueError(f"a fresh search process failed to start here: {last}")
+    return seconds
 
 
 def _time_training(evaluator, reference: Arch, step: StepTime, train_images: int,
                    val_images: int) -> tuple[float, float, dict[str, Any]]:
-    """(fixed seconds per trial, extra seconds per epoch, the trial's attributes) of a real short training."""
+    """(fixed seconds per trial, the epoch factor, the trial's attributes) of a real short training."""
     from nas.ledger import Proposal
 
     proxy = evaluator.proxy
@@ -438,12 +445,12 @@ def _time_training(evaluator, reference: Arch, step: StepTime, train_images: int
                          "estimate calibrates on it")
     epoch = epochs[1] - epochs[0]  # the second epoch: no start-up in it
     steps = max(1, train_images // min(proxy.batch_size, train_images))
-    extra = epoch - steps * step.step_time - val_images / proxy.batch_size * step.inference_latency
+    factor = epoch / (steps * step.step_time + val_images / proxy.batch_size * step.inference_latency)
     # S came from the cache (just measured): what precedes it is the trial's own (cost, lookup)
     fixed = (end - start) - _CALIBRATION_EPOCHS * epoch
     if not step.cached:  # measured again inside (busy before): that time is measure_seconds' business
         fixed -= stamps["measured"] - start
-    return max(0.0, fixed), extra, attrs
+    return max(0.0, fixed), factor, attrs
 
 
 def _time_bookkeeping(run, attrs: dict[str, Any]) -> tuple[float, float, str | None]:

@@ -234,9 +234,9 @@ def check_fidelity(run: str | Path, *, top: int, random_count: int, epochs: int,
             log(f"{head}: retrained before ({proxy.epochs} epochs at {proxy.resolution} px): {_outcome(done[number])}")
             continue
         start = time.perf_counter()
+        seeded = dataclasses.replace(proxy, seed=trial_seed(experiment.seed, number))  # the search's seed
         try:
-            accuracy, reason = float(trainer(number, parse_arch(arch),
-                                             dataclasses.replace(proxy, seed=trial_seed(experiment.seed, number)))), None
+            accuracy, reason = float(trainer(number, parse_arch(arch), seeded)), None
         except CandidateFailure as failure:  # the candidate's own failure is a result here too
             accuracy, reason = None, failure.reason
         done[number] = Retrained(number, arch, float(row["accuracy"]), accuracy, chosen,

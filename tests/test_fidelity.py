@@ -185,8 +185,8 @@ def test_cli_on_a_folder_that_is_not_a_run(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     proc = run_nas("fidelity", str(tmp_path), "--top", "2", "--random", "1", "--epochs", "2")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines() == [f"nas fidelity: error: {tmp_path}: not a run directory (no config.yaml; "
-                                                "start one with nas search)"]
+    assert proc.stderr.strip().splitlines() == [
+        f"nas fidelity: error: {tmp_path}: not a run directory (no config.yaml; start one with nas search)"]
     assert not (tmp_path / "fidelity.json").exists()
 
 
