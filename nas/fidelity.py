@@ -231,6 +231,7 @@ def check_fidelity(run: str | Path, *, top: int, random_count: int, epochs: int,
         number, arch = row["number"], str(row["arch"])
         head = f"[{index}/{len(selection)}] trial {number} ({chosen})"
         if number in done and done[number].arch == arch:
+            done[number] = dataclasses.replace(done[number], chosen=chosen)  # another K may have moved it
             log(f"{head}: retrained before ({proxy.epochs} epochs at {proxy.resolution} px): {_outcome(done[number])}")
             continue
         start = time.perf_counter()
@@ -245,6 +246,7 @@ def check_fidelity(run: str | Path, *, top: int, random_count: int, epochs: int,
         _write(path, checks)  # after every trial: an interrupted check loses at most the one it was training
         log(f"{head}: proxy accuracy {row['accuracy']:.4f}, {_outcome(done[number])} "
             f"({proxy.epochs} epochs at {proxy.resolution} px, {done[number].seconds:.0f} s)")
+    entry["retrained"] = sorted(done.values(), key=lambda t: t.number)
     _write(path, checks)
     return _check(entry, done)
 

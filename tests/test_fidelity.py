@@ -195,3 +195,16 @@ def test_a_damaged_fidelity_file_is_one_line(run):
     proc = run_nas("fidelity", str(run), "--top", "1", "--random", "1", "--epochs", "1")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "fidelity.json: not a fidelity file" in proc.stderr
+
+
+def test_a_wider_selection_reuses_what_was_retrained(run):
+    from nas.fidelity import check_fidelity
+
+    first = CountingTrainer()
+    narrow = check_fidelity(run, top=1, random_count=1, epochs=3, trainer=first, log=lambda m: None)
+    second = CountingTrainer()
+    wide = check_fidelity(run, top=3, random_count=2, epochs=3, trainer=second, log=lambda m: None)
+    assert narrow.trials[0].number in [t.number for t in wide.trials[:3]]
+    assert narrow.trials[0].number not in [c[0] for c in second.calls]
+    assert len(first.calls) + len(second.calls) == len({t.number for t in narrow.trials + wide.trials})
+    assert [t.chosen for t in wide.trials] == ["top"] * 3 + ["random"] * 2 and wide.top == 3
