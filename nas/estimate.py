@@ -87,7 +87,7 @@ class Calibration:
         num_classes: Classes of the data.
         reference: The reference's S on this device.
         reference_cached: Whether the search will find the reference's S in the cache.
-        candidates_cached: Whether the search's candidates are in the cache already
+        candidates_cached: Whether the search will find its candidates' S in the cache
             (this search ran here before; see the module docstring).
         startup_seconds: A fresh process preparing as a search does before its first
             trial: its imports, loading the data, the reference's S from the cache.
@@ -133,7 +133,11 @@ class Estimate:
         epochs: The proxy's epochs.
         expected_epochs: Epochs a trial is expected to run (below ``epochs`` under a pruner).
         measure_seconds: Median seconds of measuring a candidate's S (0 when cached).
-        one_off_seconds: Before the first trial: start-up, data, study, the reference's S.
+        one_off_seconds: Before the first trial: the three below (and each local worker's
+            own start-up).
+        startup_seconds: A search process's start: imports, the data, S0 from the cache.
+        study_seconds: Creating the study.
+        reference_seconds: Measuring the reference's S at the start (0 when cached).
         pruner_saving_seconds: Device seconds the pruner is expected to save.
         infeasible_share: Share of the sample that breaks the hard constraints (drawn,
             checked and discarded by the search without using the budget).
@@ -157,6 +161,9 @@ class Estimate:
     expected_epochs: float
     measure_seconds: float
     one_off_seconds: float
+    startup_seconds: float
+    study_seconds: float
+    reference_seconds: float
     pruner_saving_seconds: float
     infeasible_share: float
     notes: tuple[str, ...] = ()
@@ -212,11 +219,11 @@ def estimate(experiment: Experiment, runtime: RuntimeOptions, *, sample: int = D
         log(f"S of sampled architecture {index}/{len(archs)}: {step.step_time * 1e3:.2f} ms"
             + (" (cached)" if step.cached else ""))
         steps.append(step)
-    return _combine(experiment, runtime, calibration, archs, steps, cores=cores or os.cpu_count() or 1,
+    return _combine(experiment, calibration, archs, steps, cores=cores or os.cpu_count() or 1,
                     gpus=_gpus() if gpus is None else gpus)
 
 
-def _combine(experiment: Experiment, runtime: RuntimeOptions, cal: Calibration, archs: list[Arch],
+def _combine(experiment: Experiment, cal: Calibration, archs: list[Arch],
              steps: list[StepTime], *, cores: int, gpus: int) -> Estimate:
     """The arithmetic of the module docstring."""
     proxy, notes = experiment.proxy, []
@@ -233,7 +240,7 @@ def _combine(experiment: Experiment, runtime: RuntimeOptions, cal: Calibration, 
         measuring = 0.0 if cached else measure_seconds(step)
         return cal.ledger_seconds + cal.trial_seconds + measuring + run_epochs * epoch(step)
 
-    cached = runtime.use_cache and cal.candidates_cached
+    cached = cal.candidates_cached
     notes.append("the search's candidates are in the step-time cache (this search ran here before)" if cached else
                  "each candidate's S is measured afresh (the estimate caches the reference's S only)")
     feasible = [s for a, s in zip(archs, steps) if _feasible(experiment, cal, a, s)]
@@ -252,7 +259,7 @@ def _combine(experiment: Experiment, runtime: RuntimeOptions, cal: Calibration, 
     if reference is not None and experiment.space.contains(reference):
         baseline = 1  # the baseline is trained first, under the same proxy; its S is cached
     reference_once = 0.0 if cal.reference_cached else measure_seconds(cal.reference)
-    reference_trial = trial(cal.reference, runtime.use_cache and cal.reference_cached, proxy.epochs)
+    reference_trial = trial(cal.reference, cal.reference_cached, proxy.epochs)
     others = experiment.trials - baseline
     device = baseline * reference_trial + others * (float(candidates.mean()) + draws * discard)
     saving = others * float(full.mean() - candidates.mean())
@@ -272,7 +279,8 @@ def _combine(experiment: Experiment, runtime: RuntimeOptions, cal: Calibration, 
         reference_step_time=cal.reference.step_time, steps_per_epoch=steps_per_epoch, epochs=proxy.epochs,
         expected_epochs=epochs, measure_seconds=0.0 if cached else float(np.median([measure_seconds(s)
                                                                                    for s in feasible])),
-        one_off_seconds=one_off, pruner_saving_seconds=saving, infeasible_share=infeasible_share, notes=tuple(notes))
+        one_off_seconds=one_off, startup_seconds=cal.startup_seconds, study_seconds=cal.study_seconds,
+        reference_seconds=reference_once, pruner_saving_seconds=saving, infeasible_share=infeasible_share, notes=tuple(notes))
 
 
 def _feasible(experiment: Experiment, cal: Calibration, arch: Arch, step: StepTime) -> bool:
@@ -573,7 +581,8 @@ def _simulated(experiment: Experiment, archs: list[Arch]) -> Estimate:
         wall_seconds=max(device / workers, float(seconds.max())), sampled=len(archs), trials=experiment.trials,
         parallel=workers, backend="simulated", virtual=True, step_time=float(np.median(step_times)),
         reference_step_time=float(np.median(step_times)), steps_per_epoch=experiment.simulated.steps_per_epoch,
-        epochs=epochs, expected_epochs=expected, measure_seconds=0.0, one_off_seconds=0.0,
+        epochs=epochs, expected_epochs=expected, measure_seconds=0.0, one_off_seconds=0.0, startup_seconds=0.0,
+        study_seconds=0.0, reference_seconds=0.0,
         pruner_saving_seconds=experiment.trials * float((full - seconds).mean()),
         infeasible_share=1 - len(done) / len(results),
         notes=("virtual seconds of the simulator's clock; the simulated search itself takes moments",))

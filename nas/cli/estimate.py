@@ -46,7 +46,9 @@ def cmd_estimate(args: argparse.Namespace) -> int:
           + (f", measuring S {result.measure_seconds:.1f} s" if result.measure_seconds else ""))
     print(f"  per trial: median {result.trial_seconds:.1f} s, p10 {result.trial_seconds_p10:.1f} s, "
           f"p90 {result.trial_seconds_p90:.1f} s{clock}")
-    print(f"  before the first trial: {result.one_off_seconds:.1f} s (start-up, data, study, the reference's S)")
+    reference = f"{result.reference_seconds:.1f} s" if result.reference_seconds else "cached"
+    print(f"  before the first trial: {result.one_off_seconds:.1f} s (start-up with the data "
+          f"{result.startup_seconds:.1f} s, the study {result.study_seconds:.1f} s, the reference's S {reference})")
     if result.pruner_saving_seconds > 0:
         print(f"  the pruner saves about {result.pruner_saving_seconds:.0f} device-seconds")
     if result.infeasible_share > 0:
