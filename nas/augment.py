@@ -98,6 +98,7 @@ def rand_augment(
         x = _autocontrast(x, op == _AUTOCONTRAST)
         x = _solarize(x, op == _SOLARIZE, strength)
         x = _posterize(x, op == _POSTERIZE, strength)
+    x.clamp_(0.0, 255.0)  # the stretch and the warp may round a hair past the range
     if images.dtype == torch.uint8:
         return x.round_().to(torch.uint8)
     return x.to(images.dtype)

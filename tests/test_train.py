@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from nas.data import Dataset, load_dataset
+from nas.progressive import Progressive
 from nas.train import CandidateFailure, ProxyConfig, TrainResult, _reflect, _Run, train
 
 FAST = ProxyConfig(epochs=3, resolution=16, batch_size=32)
@@ -171,6 +172,73 @@ def test_augmentation_is_crop_and_flip(digits: Dataset, hflip: bool) -> None:
     assert 0 < int((~matches[(False, 0, 0)]).sum()) < 64  # some views shifted, not all
     only_mirrored = int((mirrored & ~plain).sum())
     assert (0 < only_mirrored < 64) if hflip else only_mirrored == 0
+
+
+# --------------------------------------------------------------------------- progressive
+# no dropout, so the plain tiny net fits; RandAugment and mixup on, so their draws count
+PROGRESSIVE = Progressive(stages=3, start_resolution=8, dropout=(0.0, 0.0), randaug=(5.0, 15.0), mixup=(0.0, 0.2))
+
+
+class _SizeRecorder(nn.Module):
+    """Records the image size of each forward, and whether it trained; has a classifier dropout slot."""
+
+    def __init__(self, dropout: nn.Module) -> None:
+        super().__init__()
+        self.net = tiny_net()
+        self.dropout = dropout
+        self.calls: list[tuple[bool, int]] = []
+        self.rates: list[float] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append((self.training, x.shape[-1]))
+        if self.training and isinstance(self.dropout, nn.Dropout):
+            self.rates.append(self.dropout.p)
+        return self.dropout(self.net(x))
+
+
+def test_progressive_trains_each_stage_at_its_size_and_evaluates_at_the_final_one(digits: Dataset) -> None:
+    model = _SizeRecorder(nn.Identity())
+    result = train(model, digits, dataclasses.replace(FAST, resolution=16), progressive=PROGRESSIVE)
+    steps = len(digits.train) // FAST.batch_size
+    trained = [size for training, size in model.calls if training]
+    assert trained == [8] * steps + [12] * steps + [16] * steps
+    assert {size for training, size in model.calls if not training} == {16}
+    assert len(result.epoch_accuracies) == 3 and result.accuracy > 0.5  # chance is 0.1
+
+
+def test_progressive_raises_dropout_stage_by_stage(digits: Dataset) -> None:
+    # an Identity (a model built with dropout 0) becomes a Dropout the schedule can raise
+    model = _SizeRecorder(nn.Identity())
+    schedule = dataclasses.replace(PROGRESSIVE, dropout=(0.1, 0.3))
+    train(model, digits, dataclasses.replace(FAST, resolution=16), progressive=schedule)
+    steps = len(digits.train) // FAST.batch_size
+    assert model.rates == pytest.approx([0.1] * steps + [0.2] * steps + [0.3] * steps)
+    assert isinstance(model.dropout, nn.Dropout) and model.dropout.p == pytest.approx(0.3)
+
+
+def test_progressive_dropout_needs_a_dropout_module(digits: Dataset) -> None:
+    with pytest.raises(ValueError, match=r"needs model.dropout .* Sequential has none: keep dropout at 0:0"):
+        train(tiny_net(), digits, FAST, progressive=Progressive())
+
+
+def test_progressive_start_above_the_final_size(digits: Dataset) -> None:
+    with pytest.raises(ValueError, match="start_resolution 24 exceeds the final resolution 16"):
+        train(tiny_net(), digits, dataclasses.replace(FAST, resolution=16),
+              progressive=dataclasses.replace(PROGRESSIVE, start_resolution=24))
+
+
+def test_progressive_same_seed_same_run_resident_or_streamed(digits: Dataset) -> None:
+    config = dataclasses.replace(FAST, epochs=2, resolution=16)
+    results, weights = [], []
+    for on_device in (True, True, False):
+        model = _seeded_net()
+        results.append(train(model, digits, dataclasses.replace(config, data_on_device=on_device),
+                             progressive=PROGRESSIVE).epoch_accuracies)
+        weights.append(model.state_dict())
+    assert results[0] == results[1] == results[2]
+    assert all(torch.equal(weights[0][k], w[k]) for w in weights[1:] for k in weights[0])
+    other = train(_seeded_net(), digits, dataclasses.replace(config, seed=1), progressive=PROGRESSIVE)
+    assert other.epoch_accuracies != results[0]
 
 
 class _Huge(nn.Module):
