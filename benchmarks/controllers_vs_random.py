@@ -25,7 +25,8 @@ channel choices fall back to calling ``model_cost`` per trial (still exact, slow
 
 Every controller runs as a plain Optuna loop, ``optuna.create_study(sampler=
 make_sampler(name, seed=s))`` + ``study.optimize``, one ``suggest_categorical`` per
-decision; a re-proposed arch costs a trial, as in a real search. One run of the largest
+decision; a re-proposed arch costs a trial here (a real search records it without using
+budget; ``controllers_nb201.py`` reports the share of distinct archs). One run of the largest
 budget is made per (controller, seed) and the smaller budgets are read off its first
 trials: Optuna samplers never see ``n_trials``, so a prefix of a 300-trial run is exactly
 a 100-trial run. Reported per controller and budget, over seeds: best value (mean, std,

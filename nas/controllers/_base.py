@@ -78,14 +78,12 @@ class Outcome:
         distributions: Their distributions.
         values: Its objective values as recorded, or None when it has no result: failed,
             infeasible, or pruned without a value.
-        violation: How far an infeasible candidate broke its constraint (relative), else 0.
     """
 
     number: int
     params: Mapping[str, Any]
     distributions: Mapping[str, BaseDistribution]
     values: tuple[float, ...] | None
-    violation: float = 0.0
 
 
 class StudyLog:
@@ -291,13 +289,8 @@ class FoldingSampler(BaseSampler):
             return  # nothing to learn about, or a repeat: each architecture teaches once
         self._learnt.add(key)
         values = trial.values if trial.state != TrialState.FAIL else None
-        violation = trial.user_attrs.get("constraint_violation", 0.0)
         outcome = Outcome(
-            trial.number,
-            trial.params,
-            trial.distributions,
-            None if values is None else tuple(values),
-            float(violation) if isinstance(violation, numbers.Real) else 0.0,
+            trial.number, trial.params, trial.distributions, None if values is None else tuple(values)
         )
         self._learn(self._model, outcome)
 

@@ -49,7 +49,13 @@ class MOEvolutionSampler(EvolutionSampler):
     were lucky cannot hold the population forever. Objectives keep the study's
     directions.
 
-    Defaults measured on NAS-Bench-201 CIFAR-10 (``benchmarks/controllers_nb201.py``).
+    A front needs more members than a single best, hence a larger default population:
+    on NAS-Bench-201 CIFAR-10 with three objectives (accuracy, latency, size; 300 trials,
+    seeds 100-119, ``benchmarks/controllers_nb201.py --sections mo --grid``) population
+    40 with tournaments of 15 reached a normalised hypervolume of 0.660, against 0.655 for
+    the single-objective defaults (20, 15), 0.638-0.658 for tournaments of 2-10, 0.656
+    for NSGA-II with distinct proposals and 0.631 for random search (the table's whole
+    front: 0.670).
 
     Args:
         seed: Seed of every random draw; None draws one at construction.
@@ -61,6 +67,23 @@ class MOEvolutionSampler(EvolutionSampler):
     Raises:
         ValueError: As :class:`~nas.controllers.EvolutionSampler`.
     """
+
+    def __init__(
+        self,
+        *,
+        seed: int | None = None,
+        population_size: int = 40,
+        sample_size: int = 15,
+        warmup_trials: int = 10,
+        max_tries: int = 100,
+    ) -> None:
+        super().__init__(
+            seed=seed,
+            population_size=population_size,
+            sample_size=sample_size,
+            warmup_trials=warmup_trials,
+            max_tries=max_tries,
+        )
 
     def _check_study(self, study: Study) -> None:
         pass  # any number of objectives

@@ -23,7 +23,7 @@ from nas.controllers._base import FoldingSampler, Outcome, uniform
 __all__ = ["ReinforceSampler"]
 
 _ALGORITHMS = ("reinforce", "ppo")
-_ADVANTAGES = ("std", "rank", "none")
+_ADVANTAGES = ("rank", "std", "none")
 _OPTIMIZERS = ("adam", "sgd")
 _BETAS, _EPS = (0.9, 0.999), 1e-8
 # Normalised advantages are clipped: one diverged candidate far below the baseline would
@@ -129,33 +129,45 @@ class _State:
 class ReinforceSampler(FoldingSampler):
     """Learn a categorical policy over the decisions from the rewards of finished trials.
 
-    Each finished trial is folded once, in trial-number order. Its reward ``r`` (the
-    objective, negated when minimized; with ``weights``, ``sum(w_i * log(v_i))`` over the
-    objectives, i.e. the log of an EfficientNetV2-style product ``A * S^w * P^v``) is
-    compared with a moving-average baseline ``b``; with ``advantage="std"`` the difference
-    is divided by a moving standard deviation and clipped to +-3. Every ``batch_size``
-    trials the logits take one Adam step on ``mean((r - b) * log pi(a)) + entropy_weight
-    * H(pi)`` -- or, with ``algorithm="ppo"``, ``ppo_epochs`` steps on PPO's clipped
-    surrogate against the policy before the batch (MnasNet). The first ``warmup_trials``
-    candidates come from the uniform initial policy; they seed the baseline and are then
-    learnt from as one would expect. A failed or infeasible candidate, or ``-inf``, counts
-    as the worst reward seen so far (``+inf`` as the best), so neither stops learning. A
-    draw the study already holds is redrawn from a slightly flatter policy, up to
-    ``max_tries`` draws.
+    Each finished trial is folded once, in trial-number order. Its reward ``r`` is the
+    objective (negated when minimized) or, with ``weights``, ``sum(w_i * log(v_i))`` over
+    the objectives: the log of an EfficientNetV2-style product ``A * S^w * P^v``. Its
+    advantage is, by default, its rank among the last ``(1 + d) / (1 - d)`` rewards
+    (``d = baseline_decay``) scaled to [-1, 1]; ``advantage="std"`` uses ``(r - b) / s``
+    with ``b`` and ``s`` the moving average and standard deviation, clipped to +-3, and
+    ``"none"`` plain ``r - b``. Every ``batch_size`` trials the logits take one Adam step
+    on ``mean(advantage * log pi(a)) + entropy_weight * H(pi)`` -- or, with
+    ``algorithm="ppo"``, ``ppo_epochs`` steps on PPO's clipped surrogate against the
+    policy before the batch (MnasNet). The first ``warmup_trials`` candidates come from
+    the uniform initial policy; they seed the statistics and are then learnt from like
+    any other. A failed or infeasible candidate, or ``-inf``, counts as the worst reward
+    seen so far (``+inf`` as the best), so neither stops learning. A draw the study
+    already holds is redrawn from a slightly flatter policy, up to ``max_tries`` draws.
 
     Trials finish out of order with several workers; folding in number order behind a
     watermark makes the policy a function of the study alone, so a resumed study, a
     second worker and a single process all propose the same.
 
-    Defaults measured on NAS-Bench-201 CIFAR-10 (``benchmarks/controllers_nb201.py``).
+    The defaults come from ``benchmarks/controllers_nb201.py --grid`` on NAS-Bench-201
+    CIFAR-10 (v2 reward, one training seed's accuracy per observation), tuned on seeds
+    100-259 apart from the seeds reported. Rank advantages beat ``"std"`` in every
+    pairing (mean regret at 100 trials ~0.007 vs ~0.012, 30 seeds); among them learning
+    rate 0.3 with entropy 0.01, 10 warm-up trials and decay 0.95 was best or within one
+    standard error of the best at 100 and 300 trials on two seed sets (0.0058 / 0.0019
+    on seeds 130-169, 0.0069 / 0.0021 on seeds 200-259; random 0.0163 / 0.0102, TPE
+    0.0066 / 0.0040 there). Rates 0.2, 0.4, 0.5 and 0.8 were no better; 1.6 collapses
+    the policy (fewer than 92 % distinct proposals); SGD, batches of 4 and decay 0.9
+    were no better either; PPO works best with the same rate (0.0066 / 0.0021 on seeds
+    200-259, vs 0.0070 / 0.0022 at 0.2 and 0.0084 / 0.0021 at 0.1).
 
     Args:
         seed: Seed of every random draw; None draws one at construction.
         learning_rate: Step size of the optimizer on the logits.
         entropy_weight: Weight of the entropy bonus that keeps exploration alive.
-        baseline_decay: Decay of the reward moving average and variance.
+        baseline_decay: Decay of the reward moving average and variance, and the length
+            of the rank window.
         warmup_trials: Trials drawn from the uniform policy before the first update.
-        advantage: ``"std"`` (normalise by the moving standard deviation) or ``"none"``.
+        advantage: ``"rank"``, ``"std"`` or ``"none"`` (see above).
         algorithm: ``"reinforce"`` or ``"ppo"``.
         batch_size: Trials per policy update.
         optimizer: ``"adam"`` or ``"sgd"``.
@@ -175,11 +187,11 @@ class ReinforceSampler(FoldingSampler):
         self,
         *,
         seed: int | None = None,
-        learning_rate: float = 0.1,
-        entropy_weight: float = 1e-3,
-        baseline_decay: float = 0.9,
+        learning_rate: float = 0.3,
+        entropy_weight: float = 0.01,
+        baseline_decay: float = 0.95,
         warmup_trials: int = 10,
-        advantage: str = "std",
+        advantage: str = "rank",
         algorithm: str = "reinforce",
         batch_size: int = 1,
         optimizer: str = "adam",
@@ -364,6 +376,7 @@ class ReinforceSampler(FoldingSampler):
         model.recent.append(r)
 
     def _step(self, policy: _Policy, batch: list[tuple[_Sample, float]]) -> None:
+        old = None
         if self._ppo:  # the policy the batch is measured against
             before = policy.log_softmax()[0]
             old = [before[s.rows, s.cols].sum() for s, _ in batch]
@@ -372,7 +385,7 @@ class ReinforceSampler(FoldingSampler):
             grad = np.zeros_like(policy.logits)
             for i, (sample, advantage) in enumerate(batch):
                 weight = advantage
-                if self._ppo:
+                if old is not None:
                     ratio = math.exp(logp[sample.rows, sample.cols].sum() - old[i])
                     # The clipped surrogate has no gradient once the ratio left the trust
                     # region in the direction the advantage pushes it.
