@@ -227,14 +227,12 @@ def _combine(experiment: Experiment, cal: Calibration, archs: list[Arch],
              steps: list[StepTime], *, cores: int, gpus: int) -> Estimate:
     """The arithmetic of the module docstring."""
     proxy, notes = experiment.proxy, []
-    steps_per_epoch = max(1, cal.train_images // min(proxy.batch_size, cal.train_images))
-    passes = cal.val_images / proxy.batch_size
     epochs = expected_epochs(experiment.pruner, proxy.epochs, experiment.trials)
     if experiment.pruner != "none":
         notes.append(_PRUNER_NOTES[experiment.pruner])
 
     def epoch(step: StepTime) -> float:
-        return cal.epoch_factor * (steps_per_epoch * step.step_time + passes * step.inference_latency)
+        return cal.epoch_factor * _epoch_at_s(step, cal.train_images, cal.val_images, proxy.batch_size)
 
     def trial(step: StepTime, cached: bool, run_epochs: float) -> float:
         measuring = 0.0 if cached else measure_seconds(step)
@@ -273,14 +271,31 @@ def _combine(experiment: Experiment, cal: Calibration, archs: list[Arch],
     share = experiment.ray.gpus_per_trial if experiment.backend == "ray" and experiment.ray.gpus_per_trial else 1.0
     return Estimate(
         trial_seconds=float(np.median(candidates)), trial_seconds_p10=float(np.percentile(candidates, 10)),
-        trial_seconds_p90=float(np.percentile(candidates, 90)), device_hours=(device + reference_once) * share / 3600,
+        trial_seconds_p90=float(np.percentile(candidates, 90)),
+        device_hours=(device + reference_once) * share / 3600,
         wall_seconds=wall, sampled=len(archs), trials=experiment.trials, parallel=parallel,
         backend=experiment.backend, virtual=False, step_time=float(np.median([s.step_time for s in steps])),
-        reference_step_time=cal.reference.step_time, steps_per_epoch=steps_per_epoch, epochs=proxy.epochs,
+        reference_step_time=cal.reference.step_time, steps_per_epoch=_steps(cal.train_images, proxy.batch_size),
+        epochs=proxy.epochs,
         expected_epochs=epochs, measure_seconds=0.0 if cached else float(np.median([measure_seconds(s)
                                                                                    for s in feasible])),
         one_off_seconds=one_off, startup_seconds=cal.startup_seconds, study_seconds=cal.study_seconds,
-        reference_seconds=reference_once, pruner_saving_seconds=saving, infeasible_share=infeasible_share, notes=tuple(notes))
+        reference_seconds=reference_once, pruner_saving_seconds=saving, infeasible_share=infeasible_share,
+        notes=tuple(notes))
+
+
+def _steps(train_images: int, batch: int) -> int:
+    """Training steps per epoch: the trainer drops the ragged last batch."""
+    return max(1, train_images // min(batch, train_images))
+
+
+def _epoch_at_s(step: StepTime, train_images: int, val_images: int, batch: int) -> float:
+    """An epoch's seconds if each step took S and each evaluation pass I.
+
+    The evaluation runs batches of 2·batch, each about two passes of I (measured at the
+    training batch): val_images / batch passes.
+    """
+    return _steps(train_images, batch) * step.step_time + val_images / batch * step.inference_latency
 
 
 def _feasible(experiment: Experiment, cal: Calibration, arch: Arch, step: StepTime) -> bool:
@@ -385,7 +400,9 @@ def calibrate(experiment: Experiment, runtime: RuntimeOptions, *, log: Log | Non
     Trains the reference (the space's baseline, else a sampled architecture) for two
     epochs through the search's own evaluator and asks and records two trials of a
     scratch study, in a temporary folder; measures the reference's S on the way (and so
-    caches it for the search).
+    caches it for the search), and once more right after the training, so that the
+    epoch factor compares training and S at the same load of the device (a cached S may
+    be from another hour).
 
     Raises:
         nas.data.DataError: The data cannot be loaded.
@@ -401,14 +418,17 @@ def calibrate(experiment: Experiment, runtime: RuntimeOptions, *, log: Log | Non
         log(f"loading the data and measuring S of the reference {reference}")
         evaluator = Run(short, Path(tmp) / "calibration", runtime).training_evaluator()  # S0 measured unless cached
         data = evaluator.data
-        step = _measure_on_device(experiment, runtime, data.num_classes)(reference)
-        reference_cached = runtime.use_cache and not step.busy
+        kept = _measure_on_device(experiment, runtime, data.num_classes)(reference)
+        reference_cached = runtime.use_cache and (kept.cached or not kept.busy)
         log("timing a search process's start")
         startup = _startup_seconds(Run(scratch, Path(tmp) / "startup", runtime), Path(tmp) / "run.pickle")
         if not reference_cached:  # it measured S0 again: that is counted apart
-            startup = max(0.0, startup - measure_seconds(step))
-        log(f"S of the reference: {step.step_time * 1e3:.2f} ms; training it for {_CALIBRATION_EPOCHS} epochs")
-        fixed, factor, attrs = _time_training(evaluator, reference, step, len(data.train), len(data.val))
+            startup = max(0.0, startup - measure_seconds(kept))
+        log(f"training the reference for {_CALIBRATION_EPOCHS} epochs, then measuring its S again")
+        fixed, epoch, attrs = _time_training(evaluator, reference, cached=reference_cached)
+        fresh = dataclasses.replace(runtime, use_cache=False)  # S at the load the training just saw
+        step = _measure_on_device(experiment, fresh, data.num_classes)(reference)
+        factor = epoch / _epoch_at_s(step, len(data.train), len(data.val), experiment.proxy.batch_size)
         study, ledger, first_candidate = _time_bookkeeping(Run(scratch, Path(tmp) / "study", runtime), attrs)
     candidate_cached = False
     if runtime.use_cache and first_candidate is not None:
@@ -435,12 +455,14 @@ def _startup_seconds(run, path: Path) -> float:
     return seconds
 
 
-def _time_training(evaluator, reference: Arch, step: StepTime, train_images: int,
-                   val_images: int) -> tuple[float, float, dict[str, Any]]:
-    """(fixed seconds per trial, the epoch factor, the trial's attributes) of a real short training."""
+def _time_training(evaluator, reference: Arch, *, cached: bool) -> tuple[float, float, dict[str, Any]]:
+    """(fixed seconds per trial, seconds of an epoch, the trial's attributes) of a real short training.
+
+    ``cached``: whether the evaluator finds the reference's S in the cache (else it
+    measures it, and that time is left out of the fixed seconds).
+    """
     from nas.ledger import Proposal
 
-    proxy = evaluator.proxy
     stamps: dict[str, float] = {}
     epochs: list[float] = []
     start = time.perf_counter()
@@ -452,13 +474,10 @@ def _time_training(evaluator, reference: Arch, step: StepTime, train_images: int
         raise ValueError(f"the reference {reference} did not train on this data ({attrs.get('reason')}); the "
                          "estimate calibrates on it")
     epoch = epochs[1] - epochs[0]  # the second epoch: no start-up in it
-    steps = max(1, train_images // min(proxy.batch_size, train_images))
-    factor = epoch / (steps * step.step_time + val_images / proxy.batch_size * step.inference_latency)
-    # S came from the cache (just measured): what precedes it is the trial's own (cost, lookup)
-    fixed = (end - start) - _CALIBRATION_EPOCHS * epoch
-    if not step.cached:  # measured again inside (busy before): that time is measure_seconds' business
+    fixed = (end - start) - _CALIBRATION_EPOCHS * epoch  # with S from the cache: cost, lookup, set-up
+    if not cached:  # S measured inside: that time is measure_seconds' business
         fixed -= stamps["measured"] - start
-    return max(0.0, fixed), factor, attrs
+    return max(0.0, fixed), epoch, attrs
 
 
 def _time_bookkeeping(run, attrs: dict[str, Any]) -> tuple[float, float, str | None]:
