@@ -12,14 +12,13 @@ this device at the proxy batch):
 - ``measure(a)``: measuring S, i.e. the measurement's warm-up and timing windows
   (:func:`nas.measure.measure_step_time`); nothing when S is in the step-time cache;
 - ``k``, how much longer an epoch of real training takes than its steps and evaluation
-  passes at S and I (augmentation, loss checks, the schedule; and how busy the device is
-  now against when S was measured), ``fixed`` per trial (cost, building the model, the
-  data to the device, kept weights) and ``ledger`` per trial (the controller's ask, the
-  study's writes) are *measured*: the reference (the space's baseline) is trained for two
-  epochs through the search's own evaluator, and two trials are asked and recorded in a
-  scratch study (:func:`calibrate`). ``k`` is a factor, not an added constant, so that a
-  device busier during the calibration than during the measurement of S cannot make
-  an epoch take negative time;
+  passes at S and I (augmentation, loss checks, the schedule), ``fixed`` per trial (cost,
+  building the model, the data to the device, kept weights) and ``ledger`` per trial (the
+  controller's ask, the study's writes) are *measured*: the reference (the space's
+  baseline) is trained for two epochs through the search's own evaluator, its S measured
+  again right after, and two trials are asked and recorded in a scratch study
+  (:func:`calibrate`). ``k`` is a factor rather than an added constant: on a shared,
+  noisy device a constant taken at one moment can come out negative;
 - ``E'`` is the proxy's epochs, or the epochs a trial is expected to run under the pruner
   (:func:`expected_epochs`: the rung schedule, with the share that goes on at a rung).
 
