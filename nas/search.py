@@ -53,8 +53,8 @@ def run_search(experiment: Experiment, run_dir: str | Path | None = None, *, fre
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search prints its own lines
     run = Run(experiment, Path(run_dir or Path("runs") / experiment.name).absolute(), runtime)
     chosen = backend(experiment.backend)
-    log(_banner(run))
     _preflight(run, fresh=fresh)  # cheap refusals first, before any data is loaded or S measured
+    log(_banner(run))
     chosen.check(run, log)
     with prepare(run, fresh=fresh, log=log) as ledger:
         if ledger.budget_left() <= 0 and not ledger.open_trials():
