@@ -94,7 +94,8 @@ class Calibration:
         ledger_seconds: Per trial: the controller's ask and the study's writes.
         trial_seconds: Per trial, besides measuring S and the epochs: cost, building the
             model, the data to the device, the first epoch's warm-up, weights kept.
-        epoch_factor: An epoch's seconds over steps × S + the evaluation's passes × I.
+        epoch_factor: An epoch's seconds over steps × S + the evaluation's passes × I
+            (at least 1).
     """
 
     train_images: int
@@ -427,7 +428,9 @@ def calibrate(experiment: Experiment, runtime: RuntimeOptions, *, log: Log | Non
         fixed, epoch, attrs = _time_training(evaluator, reference, cached=reference_cached)
         fresh = dataclasses.replace(runtime, use_cache=False)  # S at the load the training just saw
         step = _measure_on_device(experiment, fresh, data.num_classes)(reference)
-        factor = epoch / _epoch_at_s(step, len(data.train), len(data.val), experiment.proxy.batch_size)
+        # at least 1: an epoch does the work of its steps and passes, and more; below 1 the device
+        # was busier while S was measured than while the reference trained, which says nothing of the search
+        factor = max(1.0, epoch / _epoch_at_s(step, len(data.train), len(data.val), experiment.proxy.batch_size))
         study, ledger, first_candidate = _time_bookkeeping(Run(scratch, Path(tmp) / "study", runtime), attrs)
     candidate_cached = False
     if runtime.use_cache and first_candidate is not None:
