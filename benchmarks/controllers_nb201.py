@@ -215,10 +215,30 @@ def _task(task: tuple) -> tuple[tuple, dict[str, Any]]:
 
 
 def _run_all(tasks: list[tuple], jobs: int) -> list[tuple[tuple, dict[str, Any]]]:
-    if jobs <= 1:
-        return [_task(t) for t in tasks]
-    with multiprocessing.get_context("fork").Pool(jobs) as pool:
-        return pool.map(_task, tasks, chunksize=1)
+    """Run every task, in ``jobs`` processes, with a progress line per section finished."""
+    left = {section: sum(1 for t in tasks if t[0] == section) for section, *_ in tasks}
+    done, start = [], time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(jobs) if jobs > 1 else _Serial() as pool:
+        for task, result in pool.imap_unordered(_task, tasks):
+            done.append((task, result))
+            left[task[0]] -= 1
+            if not left[task[0]]:
+                print(f"  {task[0]}: done ({time.perf_counter() - start:.0f} s)", flush=True)
+    return done
+
+
+class _Serial:
+    """The part of a process pool ``_run_all`` uses, in this process."""
+
+    def __enter__(self) -> "_Serial":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    @staticmethod
+    def imap_unordered(func: Any, tasks: list[tuple]) -> Any:
+        return map(func, tasks)
 
 
 def _grid_specs(args: list[str]) -> dict[str, tuple[str, dict[str, Any], bool]]:
@@ -261,23 +281,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sections", nargs="+", choices=["nb201", "mo", "spaces"],
                         help="default: all three, or nb201 with --grid")
     parser.add_argument("--controllers", nargs="+", default=list(CONTROLLERS), choices=list(CONTROLLERS))
-    parser.add_argument("--seeds", type=int, default=20, help="number of seeds (default 20)")
+    parser.add_argument("--seeds", type=int, help="number of seeds (default 20; 5 with --quick)")
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--budgets", type=int, nargs="+", default=[100, 300, 1000])
+    parser.add_argument("--budgets", type=int, nargs="+", help="default 100 300 1000; 100 300 with --quick")
     parser.add_argument("--mo-budget", type=int, default=300)
     parser.add_argument("--spaces", nargs="+", default=["tiny", "efficientnetv2"])
     parser.add_argument("--space-budget", type=int, default=300)
-    parser.add_argument("--space-seeds", type=int, default=5)
+    parser.add_argument("--space-seeds", type=int, help="default 5; 2 with --quick")
     parser.add_argument("--grid", nargs="+", metavar="CONTROLLER key=v1,v2",
                         help="every combination of these options of one controller instead of the "
                              "listed controllers")
-    parser.add_argument("--quick", action="store_true", help="5 seeds, budgets 100 300, 2 space seeds, no plot")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller defaults: 5 seeds, budgets 100 300, 2 space seeds, no plot")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/controllers_nb201.json"))
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.seeds, args.budgets, args.space_seeds, args.no_plot = 5, [100, 300], 2, True
+    args.seeds = args.seeds or (5 if args.quick else 20)
+    args.budgets = args.budgets or ([100, 300] if args.quick else [100, 300, 1000])
+    args.space_seeds = args.space_seeds or (2 if args.quick else 5)
+    args.no_plot = args.no_plot or args.quick
     budgets = sorted(set(args.budgets))
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     specs = _grid_specs(args.grid) if args.grid else {c: CONTROLLERS[c] for c in args.controllers}

@@ -73,7 +73,7 @@ class MOEvolutionSampler(EvolutionSampler):
         *,
         seed: int | None = None,
         population_size: int = 40,
-        sample_size: int = 15,
+        sample_size: int = 10,
         warmup_trials: int = 10,
         max_tries: int = 100,
     ) -> None:
