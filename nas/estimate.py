@@ -32,9 +32,9 @@ backend's time is its virtual clock's.
 
 The estimate fills the step-time cache with what it measured, so the search that follows
 finds the reference's S there. Its candidates are other architectures, measured afresh,
-unless this very search (same seed and controller) ran on this device before: then its
-first candidate, replayed from the controller in the scratch study, is in the cache
-already, and a rerun proposes the same candidates again, all cached.
+unless this very search (same seed and controller) ran on this device before and
+proposes the same candidates again: the share of its first candidates, replayed from the
+controller in the scratch study, that are in the cache is taken for all of them.
 """
 from __future__ import annotations
 
@@ -74,6 +74,10 @@ Log = Callable[[str], None]
 _STARTUP = ("import pickle, sys; import nas.cli.search, nas.search, nas.backends.local; "
             "pickle.load(open(sys.argv[1], 'rb')).training_evaluator()")
 _CALIBRATION_EPOCHS = 2  # two epochs tell the first epoch's start-up from an epoch's own time
+# The search's first candidates, replayed from its controller to look them up in the cache: the
+# seeded controllers draw their first few at random, before any result matters (so the replay,
+# told made-up results, proposes what the search will).
+_REPLAYED = 3
 
 
 @dataclass(frozen=True)
@@ -86,8 +90,9 @@ class Calibration:
         num_classes: Classes of the data.
         reference: The reference's S on this device.
         reference_cached: Whether the search will find the reference's S in the cache.
-        candidates_cached: Whether the search will find its candidates' S in the cache
-            (this search ran here before; see the module docstring).
+        cached_share: The share of the search's candidates whose S it will find in the
+            cache: the share of its first candidates (replayed from its controller) that
+            are there; above 0 when this search ran here before.
         startup_seconds: A fresh process preparing as a search does before its first
             trial: its imports, loading the data, the reference's S from the cache.
         study_seconds: Creating the run's study (config, storage, the baseline queued).
@@ -103,7 +108,7 @@ class Calibration:
     num_classes: int
     reference: StepTime
     reference_cached: bool = True
-    candidates_cached: bool = False
+    cached_share: float = 0.0
     startup_seconds: float = 0.0
     study_seconds: float = 0.0
     ledger_seconds: float = 0.0
@@ -132,7 +137,8 @@ class Estimate:
         steps_per_epoch: Training steps per epoch.
         epochs: The proxy's epochs.
         expected_epochs: Epochs a trial is expected to run (below ``epochs`` under a pruner).
-        measure_seconds: Median seconds of measuring a candidate's S (0 when cached).
+        cached_share: The share of the candidates whose S the search finds in the cache.
+        measure_seconds: Median seconds a candidate spends measuring S (cached ones none).
         one_off_seconds: Before the first trial: the three below (and each local worker's
             own start-up).
         startup_seconds: A search process's start: imports, the data, S0 from the cache.
@@ -159,6 +165,7 @@ class Estimate:
     steps_per_epoch: int
     epochs: int
     expected_epochs: float
+    cached_share: float
     measure_seconds: float
     one_off_seconds: float
     startup_seconds: float
@@ -234,12 +241,13 @@ def _combine(experiment: Experiment, cal: Calibration, archs: list[Arch],
     def epoch(step: StepTime) -> float:
         return cal.epoch_factor * _epoch_at_s(step, cal.train_images, cal.val_images, proxy.batch_size)
 
-    def trial(step: StepTime, cached: bool, run_epochs: float) -> float:
-        measuring = 0.0 if cached else measure_seconds(step)
+    def trial(step: StepTime, cached: float, run_epochs: float) -> float:
+        measuring = (1 - cached) * measure_seconds(step)  # cached: the chance that S is in the cache
         return cal.ledger_seconds + cal.trial_seconds + measuring + run_epochs * epoch(step)
 
-    cached = cal.candidates_cached
-    notes.append("the search's candidates are in the step-time cache (this search ran here before)" if cached else
+    cached = cal.cached_share
+    notes.append(f"{cached:.0%} of the search's first candidates are in the step-time cache (this search ran here "
+                 "before): the same share of its candidates is taken as cached" if cached else
                  "each candidate's S is measured afresh (the estimate caches the reference's S only)")
     feasible = [s for a, s in zip(archs, steps) if _feasible(experiment, cal, a, s)]
     if not feasible:
@@ -249,15 +257,15 @@ def _combine(experiment: Experiment, cal: Calibration, archs: list[Arch],
     full = np.array([trial(s, cached, proxy.epochs) for s in feasible])
     infeasible_share = 1 - len(feasible) / len(archs)
     # a draw that breaks a bound is discarded before training: its ask, and its S when S is bounded
-    discard = cal.ledger_seconds + (0.0 if cached or experiment.constraints.step_time is None
-                                    else float(np.mean([measure_seconds(s) for s in steps])))
+    discard = cal.ledger_seconds + (0.0 if experiment.constraints.step_time is None
+                                    else (1 - cached) * float(np.mean([measure_seconds(s) for s in steps])))
     draws = infeasible_share / (1 - infeasible_share)
 
     reference, baseline = experiment.reference_arch, 0
     if reference is not None and experiment.space.contains(reference):
         baseline = 1  # the baseline is trained first, under the same proxy; its S is cached
     reference_once = 0.0 if cal.reference_cached else measure_seconds(cal.reference)
-    reference_trial = trial(cal.reference, cal.reference_cached, proxy.epochs)
+    reference_trial = trial(cal.reference, float(cal.reference_cached), proxy.epochs)
     others = experiment.trials - baseline
     device = baseline * reference_trial + others * (float(candidates.mean()) + draws * discard)
     saving = others * float(full.mean() - candidates.mean())
@@ -277,8 +285,8 @@ def _combine(experiment: Experiment, cal: Calibration, archs: list[Arch],
         backend=experiment.backend, virtual=False, step_time=float(np.median([s.step_time for s in steps])),
         reference_step_time=cal.reference.step_time, steps_per_epoch=_steps(cal.train_images, proxy.batch_size),
         epochs=proxy.epochs,
-        expected_epochs=epochs, measure_seconds=0.0 if cached else float(np.median([measure_seconds(s)
-                                                                                   for s in feasible])),
+        expected_epochs=epochs, cached_share=cached,
+        measure_seconds=(1 - cached) * float(np.median([measure_seconds(s) for s in feasible])),
         one_off_seconds=one_off, startup_seconds=cal.startup_seconds, study_seconds=cal.study_seconds,
         reference_seconds=reference_once, pruner_saving_seconds=saving, infeasible_share=infeasible_share,
         notes=tuple(notes))
@@ -431,15 +439,16 @@ def calibrate(experiment: Experiment, runtime: RuntimeOptions, *, log: Log | Non
         # at least 1: an epoch does the work of its steps and passes, and more; below 1 the device
         # was busier while S was measured than while the reference trained, which says nothing of the search
         factor = max(1.0, epoch / _epoch_at_s(step, len(data.train), len(data.val), experiment.proxy.batch_size))
-        study, ledger, first_candidate = _time_bookkeeping(Run(scratch, Path(tmp) / "study", runtime), attrs)
-    candidate_cached = False
-    if runtime.use_cache and first_candidate is not None:
-        cache = runtime.step_time_cache()
-        candidate_cached = cache.get(first_candidate, step.device, batch=experiment.proxy.batch_size,
-                                     resolution=experiment.proxy.resolution, num_classes=data.num_classes) is not None
+        study, ledger, candidates = _time_bookkeeping(Run(scratch, Path(tmp) / "study", runtime), attrs)
+    cached_share = 0.0
+    if runtime.use_cache and candidates:
+        cache, proxy = runtime.step_time_cache(), experiment.proxy
+        hits = [cache.get(arch, step.device, batch=proxy.batch_size, resolution=proxy.resolution,
+                          num_classes=data.num_classes) is not None for arch in candidates]
+        cached_share = sum(hits) / len(hits)
     return Calibration(train_images=len(data.train), val_images=len(data.val), num_classes=data.num_classes,
                        reference=step, reference_cached=reference_cached,
-                       candidates_cached=candidate_cached, startup_seconds=startup, study_seconds=study,
+                       cached_share=cached_share, startup_seconds=startup, study_seconds=study,
                        ledger_seconds=ledger, trial_seconds=fixed, epoch_factor=factor)
 
 
@@ -482,13 +491,12 @@ def _time_training(evaluator, reference: Arch, *, cached: bool) -> tuple[float, 
     return max(0.0, fixed), epoch, attrs
 
 
-def _time_bookkeeping(run, attrs: dict[str, Any]) -> tuple[float, float, str | None]:
-    """(creating the study, a trial's ledger work, the search's first candidate) in a scratch study.
+def _time_bookkeeping(run, attrs: dict[str, Any]) -> tuple[float, float, list[str]]:
+    """(creating the study, a candidate's ledger work, the search's first candidates) in a scratch study.
 
-    Each trial is asked, told what is measured, reported per epoch and recorded, as the
-    search's worker does. The first candidate that is not the baseline is the
-    controller's: what the real search proposes first, since the seeded controllers draw
-    it before any result matters.
+    Each trial is asked, told what is measured, reported per epoch and recorded (with the
+    reference's ``attrs``), as the search's worker does: the baseline, then the
+    controller's first :data:`_REPLAYED` candidates.
     """
     import optuna
 
@@ -499,19 +507,20 @@ def _time_bookkeeping(run, attrs: dict[str, Any]) -> tuple[float, float, str | N
     start = time.perf_counter()
     with prepare(run, fresh=False, log=lambda message: None) as ledger:
         study = time.perf_counter() - start
-        cycle, candidate = 0.0, None
-        while candidate is None:
+        cycles, candidates = [], []
+        while len(candidates) < _REPLAYED:
             start = time.perf_counter()
             proposal = ledger.ask()
-            if proposal is None:
+            if proposal is None:  # a budget smaller than the replay
                 break
             ledger.measured(proposal, {k: attrs.get(k) for k in ("params", "macs", "step_time")})
             for epoch in range(1, epochs + 1):
                 ledger.report(proposal, epoch, accuracies[min(epoch, len(accuracies)) - 1])
             ledger.record(proposal, attrs)
-            cycle = time.perf_counter() - start  # the last is a candidate's: the controller was asked
-            candidate = None if proposal.baseline else proposal.arch
-    return study, cycle, candidate
+            if not proposal.baseline:  # a candidate's: the controller was asked
+                cycles.append(time.perf_counter() - start)
+                candidates.append(proposal.arch)
+    return study, float(np.mean(cycles)) if cycles else 0.0, candidates
 
 
 # -- pruners ---------------------------------------------------------------------------------------
@@ -602,8 +611,8 @@ def _simulated(experiment: Experiment, archs: list[Arch]) -> Estimate:
         wall_seconds=max(device / workers, float(seconds.max())), sampled=len(archs), trials=experiment.trials,
         parallel=workers, backend="simulated", virtual=True, step_time=float(np.median(step_times)),
         reference_step_time=float(np.median(step_times)), steps_per_epoch=experiment.simulated.steps_per_epoch,
-        epochs=epochs, expected_epochs=expected, measure_seconds=0.0, one_off_seconds=0.0, startup_seconds=0.0,
-        study_seconds=0.0, reference_seconds=0.0,
+        epochs=epochs, expected_epochs=expected, cached_share=0.0, measure_seconds=0.0, one_off_seconds=0.0,
+        startup_seconds=0.0, study_seconds=0.0, reference_seconds=0.0,
         pruner_saving_seconds=experiment.trials * float((full - seconds).mean()),
         infeasible_share=1 - len(done) / len(results),
         notes=("virtual seconds of the simulator's clock; the simulated search itself takes moments",))

@@ -107,11 +107,13 @@ def test_sample_is_seeded_and_bounded_by_the_space():
 
 def test_a_rerun_of_the_same_search_finds_its_candidates_cached():
     fresh, _ = run_estimate()
-    cached, _ = run_estimate(cal=calibration(candidates_cached=True))
+    cached, _ = run_estimate(cal=calibration(cached_share=1.0))
     assert cached.measure_seconds == 0 and fresh.measure_seconds > 0
     trials = np.array([by_hand_trial(0.01 * k, measured=False) for k in range(1, 9)])
     assert cached.trial_seconds == pytest.approx(np.median(trials))
     assert "ran here before" in " ".join(cached.notes)
+    half, _ = run_estimate(cal=calibration(cached_share=0.5))
+    assert half.wall_seconds == pytest.approx((fresh.wall_seconds + cached.wall_seconds) / 2)
 
 
 def test_a_reference_the_cache_refused_is_measured_twice():
