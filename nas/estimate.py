@@ -356,7 +356,7 @@ def measure_seconds(step: StepTime) -> float:
     warmup, repeats, min_time = _protocol()
     train = max(warmup * step.step_time, min_time / 4) + max(step.repeats * step.step_time, min_time)
     latency = step.inference_latency
-    infer = min(warmup, 2) * latency + max(max(3, repeats) * latency, min_time / 3)
+    infer = max(1, min(warmup, 2)) * latency + max(max(3, repeats) * latency, min_time / 3)
     return train + infer
 
 
@@ -406,11 +406,11 @@ def calibrate(experiment: Experiment, runtime: RuntimeOptions, *, log: Log | Non
     """Measure what a search spends on this machine besides S × steps (see the module docstring).
 
     Trains the reference (the space's baseline, else a sampled architecture) for two
-    epochs through the search's own evaluator and asks and records two trials of a
-    scratch study, in a temporary folder; measures the reference's S on the way (and so
-    caches it for the search), and once more right after the training, so that the
-    epoch factor compares training and S at the same load of the device (a cached S may
-    be from another hour).
+    epochs through the search's own evaluator, times a fresh process's start, and asks and
+    records the baseline and the controller's first candidates in a scratch study, all in
+    a temporary folder. Measures the reference's S on the way (and so caches it for the
+    search), and once more right after the training, so that the epoch factor compares
+    training and S at the same load of the device (a cached S may be from another hour).
 
     Raises:
         nas.data.DataError: The data cannot be loaded.
