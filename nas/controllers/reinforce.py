@@ -60,6 +60,7 @@ class _Policy:
         self.v = np.zeros((0, 1))
         self.steps = 0
         self.decisions = 0  # rows with a choice to make (more than one value)
+        self.ragged = False
 
     def encode(
         self, params: Mapping[str, Any], distributions: Mapping[str, BaseDistribution]
@@ -84,11 +85,15 @@ class _Policy:
         self, rows: np.ndarray | slice = slice(None), temperature: float = 1.0
     ) -> tuple[np.ndarray, np.ndarray]:
         """Log-probabilities and probabilities of ``rows``; 0 where a choice does not exist."""
-        valid = self.valid[rows]
-        z = np.where(valid, self.logits[rows] / temperature, -np.inf)
-        z = z - z.max(axis=1, keepdims=True)
+        z = self.logits[rows] / temperature
+        if self.ragged:  # decisions with fewer choices than the widest: mask the padding
+            valid = self.valid[rows]
+            z = np.where(valid, z, -np.inf)
+        z -= z.max(axis=1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        return np.where(valid, logp, 0.0), np.where(valid, np.exp(logp), 0.0)
+        if self.ragged:
+            return np.where(valid, logp, 0.0), np.where(valid, np.exp(logp), 0.0)
+        return logp, np.exp(logp)
 
     def ascend(self, grad: np.ndarray, learning_rate: float, optimizer: str) -> None:
         if optimizer == "sgd":
@@ -105,6 +110,7 @@ class _Policy:
         self.logits, self.m, self.v = (_grow(a, width, 0.0) for a in (self.logits, self.m, self.v))
         self.valid = _grow(self.valid, width, False)
         self.valid[-1, : len(dist.choices)] = True
+        self.ragged = not self.valid.all()
         self.decisions += len(dist.choices) > 1
         self.rows[name] = (self.logits.shape[0] - 1, dist)
         return self.rows[name]
