@@ -28,7 +28,7 @@ controller instead (section 1 unless ``--sections`` says otherwise): how the def
 ``evolution`` and ``reinforce`` were chosen. Tune on other seeds than you report, e.g.
 ``--first-seed 100``.
 
-    python benchmarks/controllers_nb201.py                     # everything, 20 seeds (~15 min)
+    python benchmarks/controllers_nb201.py --jobs 2            # everything, 20 seeds (~20 min)
     python benchmarks/controllers_nb201.py --quick             # 5 seeds, 100/300 trials, no plot
     python benchmarks/controllers_nb201.py --sections nb201 --controllers random evolution
     python benchmarks/controllers_nb201.py --first-seed 100 --budgets 100 300 \\
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         "host": {"python": platform.python_version(), "optuna": optuna.__version__, "cpus": os.cpu_count()},
     }
     if "nb201" in sections:
-        payload["nb201"] = _report_nb201(grouped, specs, budgets)
+        payload["nb201"] = _report_nb201(grouped, specs, budgets, ranked=bool(args.grid))
     if "mo" in sections:
         payload["mo"] = _report_mo(grouped, _BENCH, args.mo_budget)
     if "spaces" in sections:
@@ -348,9 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _report_nb201(grouped: dict, specs: dict, budgets: list[int]) -> dict[str, Any]:
+def _report_nb201(grouped: dict, specs: dict, budgets: list[int], *, ranked: bool) -> dict[str, Any]:
+    """Print the regret table (a grid ranked by regret at the largest budget); return it."""
     rows = {label: _summary_nb201(grouped[("nb201", label)], budgets) for label in specs}
-    n = len(next(iter(grouped.values())))
+    n = len(grouped[("nb201", next(iter(specs)))])
     print(f"\nNAS-Bench-201 CIFAR-10, v2 reward, {n} seeds: mean regret (± s.e.m.), "
           "seeds that found the optimum, distinct archs among the trials")
     header = f"{'controller':<44}" + "".join(f"{'regret@' + str(b):>20}" for b in budgets)
@@ -359,8 +360,9 @@ def _report_nb201(grouped: dict, specs: dict, budgets: list[int]) -> dict[str, A
         header += "".join(f"{'/random@' + str(b):>13}" for b in budgets)
     print(header)
     print("-" * len(header))
-    for label, row in sorted(rows.items(), key=lambda kv: kv[1][f"regret@{budgets[-1]}"]) if len(rows) > 12 \
-            else rows.items():
+    order = sorted(rows, key=lambda label: rows[label][f"regret@{budgets[-1]}"]) if ranked else rows
+    for label in order:
+        row = rows[label]
         line = f"{label:<44}" + "".join(
             f"{row[f'regret@{b}']:>9.4f} ±{row[f'sem@{b}']:.4f} {row[f'optimum@{b}']:>2}" for b in budgets)
         line += f"{row['distinct%']:>9.1f}%{row['ms/trial']:>10.2f}"
