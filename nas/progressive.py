@@ -1,6 +1,8 @@
 """Progressive learning (EfficientNetV2 §4, Algorithm 1): image size and regularisation rise together.
 
-Training is cut into M stages of (nearly) equal length. Stage ``i`` (from 0) trains at
+Training is cut into M stages of (nearly) equal length, split as the official code splits
+them: stage ``i`` (from 0) runs to epoch ``⌊(i + 1) · N / M⌋`` of N, so an uneven remainder
+goes to the later, larger stages, and the final size gets at least its share. Stage ``i`` trains at
 ``S_i = S_0 + (S_e − S_0) · i / (M − 1)`` pixels with regularisation ``Φ_i`` interpolated
 the same way between its start and end values: small images with weak regularisation
 first (fast steps, easy to fit), the final size with the strongest last. Three kinds of
@@ -82,9 +84,10 @@ class Progressive:
     def plan(self, epochs: int, resolution: int) -> tuple[Stage, ...]:
         """The stage of each epoch, for ``epochs`` epochs that end at ``resolution`` pixels.
 
-        Epoch ``e`` (from 0) belongs to stage ``⌊e · M / epochs⌋`` with ``M = min(stages,
-        epochs)``; sizes round to the nearest pixel. A single stage trains at the end
-        values (the final size and the strongest regularisation).
+        Epoch ``e`` (from 0) belongs to stage ``⌈(e + 1) · M / epochs⌉ − 1`` with ``M =
+        min(stages, epochs)`` (stage ``i`` ends after epoch ``⌊(i + 1) · epochs / M⌋``);
+        sizes round to the nearest pixel. A single stage trains at the end values (the
+        final size and the strongest regularisation).
 
         Raises:
             ValueError: ``epochs`` < 1, or the start size above the final one.
@@ -107,7 +110,7 @@ class Progressive:
                 randaug=_lerp(self.randaug, t),
                 mixup=_lerp(self.mixup, t),
             ))
-        return tuple(stages[e * count // epochs] for e in range(epochs))
+        return tuple(stages[((e + 1) * count - 1) // epochs] for e in range(epochs))
 
 
 def default_start_resolution(resolution: int) -> int:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from nas.augment import RAND_AUGMENT_OPS, mixup, rand_augment
-from nas.augment import _TRANSLATE_X, _TRANSLATE_Y, _enhance, _geometric, _posterize, _solarize
+from nas.augment import _TRANSLATE_X, _TRANSLATE_Y, _color, _geometric, _posterize, _solarize
 from nas.progressive import Progressive, Stage, default_start_resolution
 
 from conftest import run_nas
@@ -22,12 +22,13 @@ TINY = "stem_k3_s1_c8 fmb_r1_k3_s2_e1_c8 mb_r1_k3_s2_e2_c16_se0.25 head_c32"
 
 def test_default_schedule_is_efficientnetv2_s() -> None:
     plan = Progressive().plan(6, 32)
-    # 4 stages over 6 epochs: epoch e in stage floor(e * 4 / 6); sizes 16 + 16 * i / 3, rounded
-    assert [s.index for s in plan] == [0, 0, 1, 2, 2, 3]
-    assert [s.resolution for s in plan] == [16, 16, 21, 27, 27, 32]
+    # 4 stages over 6 epochs, split as the official code splits them (stage i ends after
+    # epoch floor((i + 1) * 6 / 4): 1, 3, 4, 6); sizes 16 + 16 * i / 3, rounded
+    assert [s.index for s in plan] == [0, 1, 1, 2, 3, 3]
+    assert [s.resolution for s in plan] == [16, 21, 21, 27, 32, 32]
     assert {s.stages for s in plan} == {4}
-    assert [s.dropout for s in plan] == pytest.approx([0.1, 0.1, 0.1 + 0.2 / 3, 0.1 + 0.4 / 3, 0.1 + 0.4 / 3, 0.3])
-    assert [s.randaug for s in plan] == pytest.approx([5, 5, 5 + 10 / 3, 5 + 20 / 3, 5 + 20 / 3, 15])
+    assert [s.dropout for s in plan] == pytest.approx([0.1, 0.1 + 0.2 / 3, 0.1 + 0.2 / 3, 0.1 + 0.4 / 3, 0.3, 0.3])
+    assert [s.randaug for s in plan] == pytest.approx([5, 5 + 10 / 3, 5 + 10 / 3, 5 + 20 / 3, 15, 15])
     assert [s.mixup for s in plan] == [0.0] * 6
     assert plan[-1] == Stage(index=3, stages=4, resolution=32, dropout=0.3, randaug=15.0, mixup=0.0)
 
@@ -41,6 +42,18 @@ def test_custom_schedule_values() -> None:
     assert [s.mixup for s in plan] == pytest.approx([0, 0, 0.2 / 3, 0.2 / 3, 0.4 / 3, 0.4 / 3, 0.2, 0.2])
 
 
+@pytest.mark.parametrize(("epochs", "stages"), [
+    (5, [0, 1, 2, 3, 3]),
+    (6, [0, 1, 1, 2, 3, 3]),
+    (8, [0, 0, 1, 1, 2, 2, 3, 3]),
+    (10, [0, 0, 1, 1, 1, 2, 2, 3, 3, 3]),
+])
+def test_epochs_split_into_stages_as_the_official_code_does(epochs: int, stages: list[int]) -> None:
+    # stage i covers epochs [floor(i * N / M), floor((i + 1) * N / M)): the remainder goes late
+    assert [s.index for s in Progressive().plan(epochs, 32)] == stages
+    assert stages == [i for i in range(4) for _ in range(i * epochs // 4, (i + 1) * epochs // 4)]
+
+
 def test_300px_in_three_stages_rounds_half_up() -> None:
     plan = Progressive(stages=3, start_resolution=128).plan(3, 300)
     assert [s.resolution for s in plan] == [128, 214, 300]
@@ -48,8 +61,8 @@ def test_300px_in_three_stages_rounds_half_up() -> None:
     assert [s.resolution for s in Progressive(stages=3, start_resolution=8).plan(3, 13)] == [8, 11, 13]
 
 
-@pytest.mark.parametrize(("epochs", "sizes"), [(1, [32]), (2, [16, 32]), (3, [16, 24, 32]), (5, [16, 16, 21, 27, 32])])
-def test_fewer_epochs_than_stages_still_reach_the_end(epochs: int, sizes: list[int]) -> None:
+@pytest.mark.parametrize(("epochs", "sizes"), [(1, [32]), (2, [16, 32]), (3, [16, 24, 32]), (5, [16, 21, 27, 32, 32])])
+def test_short_trainings_reach_the_end_and_end_longest(epochs: int, sizes: list[int]) -> None:
     plan = Progressive().plan(epochs, 32)
     assert [s.resolution for s in plan] == sizes
     assert plan[-1].dropout == 0.3 and plan[-1].randaug == 15.0
@@ -173,15 +186,33 @@ def test_images_that_draw_no_geometric_op_keep_their_pixels() -> None:
     assert torch.equal(out[:3], x[:3]) and not torch.equal(out[3], x[3])
 
 
-def test_enhance_brightness_and_contrast_factors() -> None:
-    x = _images(b=3).float()
-    op = torch.tensor([RAND_AUGMENT_OPS.index("brightness"), RAND_AUGMENT_OPS.index("contrast"), -1])
-    signed = torch.tensor([-0.5, 0.5, 0.5])  # factors 1 - 0.45, 1 + 0.45
-    out = _enhance(x, op, signed)
+def test_color_ops_are_pil_blends() -> None:
+    x = _images(b=6).float()
+    names = ("brightness", "contrast", "color", "sharpness", "autocontrast")
+    op = torch.tensor([RAND_AUGMENT_OPS.index(n) for n in names] + [-1])
+    signed = torch.tensor([-0.5, 0.5, -0.5, -0.5, 0.5, 0.5])  # factors 0.55, 1.45, 0.55, 0.55
+    out = _color(x, op, signed)
+    grey = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
     assert torch.allclose(out[0], x[0] * 0.55, atol=1e-3)
-    grey = (x[1] * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0).mean()
-    assert torch.allclose(out[1], (1.45 * x[1] - 0.45 * grey).clamp(0, 255), atol=1e-3)
-    assert torch.equal(out[2], x[2])
+    assert torch.allclose(out[1], (1.45 * x[1] - 0.45 * grey[1].mean()).clamp(0, 255), atol=1e-3)
+    assert torch.allclose(out[2], 0.55 * x[2] + 0.45 * grey[2], atol=1e-3)
+    smooth = F.conv2d(F.pad(x[3:4], (1, 1, 1, 1), mode="replicate"),
+                      torch.tensor([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]]).div(13).expand(3, 1, 3, 3), groups=3)[0]
+    assert torch.allclose(out[3], 0.55 * x[3] + 0.45 * smooth, atol=1e-3)
+    low, high = x[4].amin((1, 2), keepdim=True), x[4].amax((1, 2), keepdim=True)
+    assert torch.allclose(out[4], (x[4] - low) * 255 / (high - low), atol=1e-3)
+    assert torch.equal(out[5], x[5])
+
+
+def test_no_magnitude_blanks_an_image() -> None:
+    x = _images(b=2).float()
+    brightness = RAND_AUGMENT_OPS.index("brightness")
+    out = _color(x, torch.tensor([brightness, brightness]), torch.tensor([-3.0, -1.0]))
+    # 1 - 0.9 * 3 would be below 0: the factor stops at level 10's 0.1
+    assert torch.allclose(out, x * 0.1, atol=1e-3)
+    far = _geometric(x, _only(_TRANSLATE_X, 2), torch.tensor([3.0, -3.0]), 0.0)
+    half = _geometric(x, _only(_TRANSLATE_X, 2), torch.tensor([0.5 / 0.45, -0.5 / 0.45]), 0.0)
+    assert torch.allclose(far, half)  # translation stops at half the side
 
 
 def test_solarize_and_posterize() -> None:
