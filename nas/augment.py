@@ -12,10 +12,13 @@ and all randomness comes from the generator it is given, so a seed gives the sam
 Magnitudes use the level scale of the TensorFlow and timm implementations (10 is the
 reference maximum, at which the geometric ops reach timm's ranges: rotate 30°, shear 0.3,
 translate 45 % of the side); a magnitude above 10 extrapolates, as the EfficientNetV2
-schedules (up to 15 for V2-S) ask. The enhancing ops follow timm's "increasing" variants,
-whose strength grows with the magnitude in both directions (factor 1 ± 0.9 · m/10), rather
-than TF's, whose factor at low magnitudes is a near-grey image. Equalize and the other
-per-image histogram ops are left out: they do not batch.
+schedules (up to 15 for V2-S) ask, short of blanking an image: translation stops at half
+the side, and the enhancing factor at 0.1. The enhancing ops follow timm's "increasing"
+variants, whose strength grows with the magnitude in both directions (factor 1 ± 0.9 ·
+m/10), rather than TF's, whose factor at low magnitudes is a near-grey image; posterize
+keeps 8 − 4 · m/10 bits, solarize inverts from 256 · (1 − m/10) up. Each drawn op applies
+with probability ``prob`` (timm's 0.5). Equalize and the other per-image histogram ops are
+left out: they do not batch.
 """
 from __future__ import annotations
 
@@ -76,8 +79,8 @@ def rand_augment(
         magnitude: The shared strength, on the 0..10 level scale (above 10 extrapolates).
         generator: Draws the ops, their signs and whether each applies; on the images' device.
         layers: Ops applied in sequence to each image.
-        prob: Chance that an image applies the op it drew in a layer (timm's and TF's
-            RandAugment apply each op with a probability, so some images stay clean).
+        prob: Chance that an image applies the op it drew in a layer (timm's 0.5: some
+            images stay clean; the official EfficientNetV2 code always applies it).
         fill: What geometric ops move into the image: a number or a ``(1, 3, 1, 1)``
             per-channel tensor in 0..255 (the data set's mean keeps a warp's border neutral).
 
@@ -101,7 +104,7 @@ def rand_augment(
         x = _color(x, op, sign * strength)
         x = _solarize(x, op == _SOLARIZE, strength)
         x = _posterize(x, op == _POSTERIZE, strength)
-    x.clamp_(0.0, 255.0)  # the stretch and the warp may round a hair past the range
+    x = x.clamp(0.0, 255.0)  # the stretch and the warp may round a hair past the range
     if images.dtype == torch.uint8:
         return x.round_().to(torch.uint8)
     return x.to(images.dtype)

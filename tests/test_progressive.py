@@ -126,9 +126,12 @@ def _gen(seed: int) -> torch.Generator:
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
 def test_rand_augment_keeps_shape_and_dtype(dtype: torch.dtype) -> None:
     x = _images().to(dtype)
+    before = x.clone()
     out = rand_augment(x, 10, generator=_gen(0))
     assert out.shape == x.shape and out.dtype == dtype
     assert float(out.min()) >= 0 and float(out.max()) <= 255
+    assert torch.equal(x, before)  # the caller's batch is left as it was
+    assert rand_augment(x, 10, generator=_gen(0), layers=0) is not x
 
 
 def test_rand_augment_is_deterministic_for_a_seed_and_changes_images() -> None:
