@@ -113,7 +113,7 @@ def time_search(trials: int, controller: str, storage: str | None, run_dir: Path
             marks.append((ledger.counted(), time.perf_counter() - start, sum(t.seconds for t in _TIMERS)))
 
     backend = SimulatedBackend()
-    backend.check(run, lambda m: None)
+    backend.check(run)
     with prepare(run, fresh=True, log=lambda m: None):
         backend.run(run, progress, lambda m: None)
     return {"marks": marks, "total_seconds": time.perf_counter() - start}

@@ -54,8 +54,9 @@ def run_search(experiment: Experiment, run_dir: str | Path | None = None, *, fre
     run = Run(experiment, Path(run_dir or Path("runs") / experiment.name).absolute(), runtime)
     chosen = backend(experiment.backend)
     _preflight(run, fresh=fresh)  # cheap refusals first, before any data is loaded or S measured
+    chosen.check(run)
     log(_banner(run))
-    chosen.check(run, log)
+    chosen.prepare(run, log)
     with prepare(run, fresh=fresh, log=log) as ledger:
         if ledger.budget_left() <= 0 and not ledger.open_trials():
             log(f"{run.path}: the budget of {experiment.trials} distinct architectures is met; nothing to do "

@@ -99,9 +99,12 @@ def test_untrained_export_is_seeded_and_says_so(run_copy, tmp_path):
     number = int(row["number"])
     (run_copy / "weights" / f"trial_{number}.pt").unlink()
     out = tmp_path / "init.pt"
+    refused = run_nas("export", str(run_copy), "--trial", str(number), "--format", "state_dict", "--out", str(out))
+    assert refused.returncode == 2 and "kept no trained weights" in refused.stderr and "--untrained" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not out.exists()
     proc = run_nas("export", str(run_copy), "--trial", str(number), "--format", "state_dict", "--out", str(out),
-                   check=True)
-    assert "note:" in proc.stderr and "initialised from its seed" in proc.stderr
+                   "--untrained", check=True)
+    assert f"untrained initial weights (seed {int(row['seed'])})" in proc.stdout
     torch.manual_seed(int(row["seed"]))
     expected = build_model(row["arch"], num_classes=10).state_dict()
     got = load_exported(out).state_dict()

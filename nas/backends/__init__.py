@@ -32,8 +32,11 @@ BACKENDS = {
 class Backend(Protocol):
     """Runs a prepared run's trials until its budget is met."""
 
-    def check(self, run: Run, log: Log) -> None:
-        """Fail early (before the run directory is touched) when this backend cannot run ``run``."""
+    def check(self, run: Run) -> None:
+        """Refuse cheaply (before the search's banner) what this backend cannot run."""
+
+    def prepare(self, run: Run, log: Log) -> None:
+        """The slow setup that must succeed before the run directory is touched (data, S0)."""
 
     def run(self, run: Run, progress: Progress, log: Log) -> None:
         """Evaluate trials until the budget is met; Ctrl-C / SIGTERM leave nothing RUNNING."""

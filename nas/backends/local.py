@@ -68,7 +68,10 @@ class LocalBackend:
     def __init__(self) -> None:
         self._evaluator: Evaluator | None = None
 
-    def check(self, run: Run, log: Log) -> None:
+    def check(self, run: Run) -> None:
+        pass  # what can fail is in the data and the device: prepare finds out
+
+    def prepare(self, run: Run, log: Log) -> None:
         # One worker trains here: load the data and measure S0 now, before the run
         # directory is touched, so that bad data leaves nothing behind.
         if _workers(run, log) == 1:

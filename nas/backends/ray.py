@@ -58,8 +58,11 @@ def _stderr(message: str) -> None:
 class RayBackend:
     """``backend: ray``; see the module docstring."""
 
-    def check(self, run: Run, log: Log) -> None:
+    def check(self, run: Run) -> None:
         _import_ray(local=not run.experiment.ray.address)  # missing Ray: one line with the install hint
+
+    def prepare(self, run: Run, log: Log) -> None:
+        pass  # the trials load their data on the cluster
 
     def run(self, run: Run, progress: Progress, log: Log) -> None:
         run_on_ray(run, progress=progress, log=log)

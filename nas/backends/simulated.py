@@ -36,8 +36,11 @@ class SimulatedBackend:
     def __init__(self) -> None:
         self._evaluator = None
 
-    def check(self, run: Run, log: Log) -> None:
+    def check(self, run: Run) -> None:
         self._evaluator = simulated_evaluator(run.experiment)  # a bad table fails here, before the run starts
+
+    def prepare(self, run: Run, log: Log) -> None:
+        pass
 
     def run(self, run: Run, progress: Progress, log: Log) -> None:
         evaluator = self._evaluator or simulated_evaluator(run.experiment)
