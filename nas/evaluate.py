@@ -83,7 +83,7 @@ def evaluate(arch: Arch, data: Dataset, proxy: ProxyConfig, reward: RewardSpec, 
              on_measured: Callable[[StepTime], None] | None = None,
              keep_weights: Path | None = None,
              check: Callable[[dict[str, float | None]], Violation | None] | None = None,
-             lock_dir: Path | None = None) -> Evaluation:
+             lock_dir: Path | None = None, step: StepTime | None = None) -> Evaluation:
     """Score one candidate. A candidate's own failure (diverged, oom, invalid) is a FAIL result.
 
     Exceptions raised by ``on_epoch`` (e.g. ``optuna.TrialPruned``) propagate, as do
@@ -98,6 +98,8 @@ def evaluate(arch: Arch, data: Dataset, proxy: ProxyConfig, reward: RewardSpec, 
             once measured; a violation ends the candidate FAIL "infeasible: ..." before
             any training.
         lock_dir: folder of the device locks (default: the system temp folder).
+        step: S of this arch, already measured: a search passes its reference's, so the
+            baseline trial records exactly the S0 every reward of the run divides by.
     """
     from nas.builder import build_model
 
@@ -108,8 +110,8 @@ def evaluate(arch: Arch, data: Dataset, proxy: ProxyConfig, reward: RewardSpec, 
     if check is not None and (violation := check(known)) is not None:
         return _infeasible(result, violation, start)
     try:
-        step = measure_arch(arch, num_classes=data.num_classes, proxy=proxy, device=device, cache=cache,
-                            lock_dir=lock_dir)
+        step = step or measure_arch(arch, num_classes=data.num_classes, proxy=proxy, device=device, cache=cache,
+                                    lock_dir=lock_dir)
         result.step_time, result.step_time_p10, result.step_time_p90 = step.step_time, step.step_time_p10, step.step_time_p90
         result.inference_latency, result.peak_memory = step.inference_latency, step.peak_memory
         result.device, result.exclusive = step.device, step.exclusive

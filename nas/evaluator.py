@@ -76,23 +76,30 @@ class TrainingEvaluator:
             log(f"data: {exp.data.dataset}, {len(data.train):,} training and {len(data.val):,} minival images "
                 f"({height}x{width}, {data.num_classes} classes{', memory-mapped' if data.train.mapped else ''})")
         self.reference = exp.reference_arch
-        if log is not None and self.reference is not None:
-            log(f"measuring S of the reference {self.reference} (the reward's S0)")
-        self.reward = resolve_reward(exp.reward, self.reference, num_classes=self.data.num_classes, proxy=self.proxy,
+        # S of the reference, measured once: the reward's S0, what `step_time: 1.2x` multiplies,
+        # and the baseline trial's own S (measured again, a busy device would give another value).
+        self.reference_step = None
+        needs_s0 = exp.reward.kind == "efficientnetv2" and exp.reward.step_time_ref is None
+        if self.reference is not None and (needs_s0 or exp.constraints.step_time is not None):
+            if log is not None:
+                log(f"measuring S of the reference {self.reference} (the reward's S0)")
+            self.reference_step = measure_arch(self.reference, num_classes=self.data.num_classes, proxy=self.proxy,
+                                               device=self.device, cache=self.cache, lock_dir=self.lock_dir)
+        reward = exp.reward
+        if needs_s0 and self.reference_step is not None:
+            reward = dataclasses.replace(reward, step_time_ref=self.reference_step.step_time)
+        self.reward = resolve_reward(reward, self.reference, num_classes=self.data.num_classes, proxy=self.proxy,
                                      device=self.device, cache=self.cache, lock_dir=self.lock_dir)
-        self.baseline_figures = self._baseline_figures(measure_arch)
+        self.baseline_figures = self._baseline_figures()
 
-    def _baseline_figures(self, measure_arch) -> dict[str, float | None]:
+    def _baseline_figures(self) -> dict[str, float | None]:
         """The reference's params, MACs and S: what relative constraints (``1.2x``) multiply."""
         from nas.cost import model_cost
 
         if self.reference is None or not self.experiment.constraints:
             return {}
         cost = model_cost(self.reference, self.proxy.resolution, self.data.num_classes)
-        step_time = self.reward.step_time_ref
-        if step_time is None and self.experiment.constraints.step_time is not None:
-            step_time = measure_arch(self.reference, num_classes=self.data.num_classes, proxy=self.proxy,
-                                     device=self.device, cache=self.cache, lock_dir=self.lock_dir).step_time
+        step_time = self.reward.step_time_ref or (self.reference_step.step_time if self.reference_step else None)
         return {"params": cost.params, "macs": cost.macs, "step_time": step_time}
 
     def evaluate(self, proposal: Proposal, *, report: Report, measured: Measured) -> dict[str, Any]:
@@ -127,7 +134,8 @@ class TrainingEvaluator:
         try:
             result = evaluate(arch, self.data, proxy, self.reward, reference=self.reference, device=self.device,
                               cache=self.cache, on_epoch=on_epoch, on_measured=on_measured, keep_weights=weights,
-                              check=check, lock_dir=self.lock_dir)
+                              check=check, lock_dir=self.lock_dir,
+                              step=self.reference_step if arch == self.reference else None)
         except _Stopped as stop:
             return {"state": "PRUNED", "reason": stop.reason, "epoch_accuracies": epochs, **known, "seed": proxy.seed}
         attrs = {k: getattr(result, k) for k in RESULT_ATTRS}

@@ -208,6 +208,12 @@ def _draw_progress(ax: "Axes", frames: Sequence[pd.DataFrame], labels: Sequence[
             continue
         ax.scatter(curve["number"], curve[by], s=12, color=color, alpha=0.35, zorder=2)
         ax.step(curve["number"], curve["best"], where="post", color=color, lw=1.8, label=label, zorder=3)
+        base = analysis._baseline_row(frame)
+        if base is not None and pd.notna(base.get(by)):
+            # the bar every search is judged against: the space's baseline under the same proxy
+            ax.axhline(float(base[by]), color=color, ls=":", lw=1.2, zorder=1)
+            ax.scatter([base["number"]], [base[by]], label=f"{label}: baseline" if len(frames) > 1 else "baseline",
+                       **{**_BASE_STYLE, "s": 120, "color": color})
     ax.set_xlabel("trial")
     ax.set_ylabel(f"best {_label(by)} so far")
     ax.grid(True, alpha=0.3)

@@ -43,6 +43,7 @@ code,.arch{font-family:Menlo,Consolas,monospace;font-size:12px}
 .kv th{width:190px}.big{font-size:30px;font-weight:600;color:#1f3a5f}
 .tag{display:inline-block;background:#e3f2fd;color:#0b5394;border-radius:4px;padding:0 6px;font-size:11px}
 .base{background:#fff5f5}.good{color:#1b7f3b}.bad{color:#b42318}
+.warn{background:#fff8e1;border-left:4px solid #f0b429;padding:6px 10px}
 img{max-width:100%;height:auto;border:1px solid #e4e7eb;border-radius:4px;margin:6px 0}
 footer{color:#52606d;font-size:12px;margin-top:24px}
 """
@@ -148,6 +149,7 @@ def _section(title: str, body: str, anchor: str) -> str:
     return f'<section id="{anchor}"><h2>{_e(title)}</h2>{body}</section>'
 
 
+FEW_TRIALS = 30  # below this many evaluated trials, per-choice statistics are called anecdotes
 _TRIAL_HEADERS = ["trial", "arch", "accuracy", "S (ms)", "params", "MMACs", "reward"]
 _TRIAL_NUMERIC = [True, False, True, True, True, True, True]
 
@@ -259,7 +261,11 @@ def _front_section(frame: pd.DataFrame, done: pd.DataFrame) -> str:
     hv3 = analysis.front_hypervolume(frame, ("accuracy", "step_time", "params"))
     ref3 = analysis.default_reference(frame, ("accuracy", "step_time", "params"))
     body += (f"<p>Hypervolume (accuracy, S): <b>{hv2:.5g}</b> (reference accuracy 0, S {ref2[1] * 1e3:.2f} ms); "
-             f"(accuracy, S, P): <b>{hv3:.5g}</b> (reference P {ref3[2]:,.0f}).</p>")
+             f"(accuracy, S, P): <b>{hv3:.5g}</b> (reference P {ref3[2]:,.0f}). The hypervolume is the volume of "
+             "objective space the front dominates, up to the reference point (accuracy 0, S and P 10 % beyond "
+             "the worst trial), in the objectives' units (accuracy &times; seconds, &times; parameters): larger "
+             "is better, and it grows whenever the front improves anywhere. Compare it only between runs with "
+             "the same reference point (<code>nas compare</code> takes one for all the runs it compares).</p>")
     return _section("Pareto front", body, "front")
 
 
@@ -291,8 +297,13 @@ def _learned_section(frame: pd.DataFrame, done: pd.DataFrame, k: int) -> str:
     n = min(k, len(done))
     rows = [[_e(int(r["stage"])), *[f"{_e(r[f])} <small>({r[f + '_share']:.0%})</small>"
                                     for f in analysis.REDISCOVERY_FIELDS]] for _, r in choices.iterrows()]
-    body = (f"<p>The most common choice per stage among the top {n} trials by reward (share in brackets).</p>"
-            + _table(["stage", "block", "kernel", "expansion", "layers (depth)"], rows))
+    body = ""
+    if len(done) < FEW_TRIALS:
+        body += (f'<p class="warn">Only {len(done)} evaluated trials: the shares and curves below describe these '
+                 f"few networks, not the space. Trends of a design choice need dozens of trials per choice "
+                 f"(pycls's EDFs use hundreds); read them as anecdotes.</p>")
+    body += (f"<p>The most common choice per stage among the top {n} trials by reward (share in brackets).</p>"
+             + _table(["stage", "block", "kernel", "expansion", "layers (depth)"], rows))
     if any(c.startswith("param.") for c in frame.columns):
         body += _plot(lambda: plots.choices_figure(frame, k), "choices of the top trials per stage")
         body += ("<p>Error EDFs per design choice (pycls): a curve further left/up means the choice gave "

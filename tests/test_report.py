@@ -85,13 +85,16 @@ def test_report_of_a_missing_run_is_one_line(tmp_path):
 @pytest.fixture(scope="module")
 def simulated_run(tmp_path_factory) -> Path:
     """A finished simulated search (instant): a run without kept weights or real training."""
+    return _simulated(tmp_path_factory.mktemp("report_fidelity") / "run", trials=10)
+
+
+def _simulated(path: Path, trials: int) -> Path:
     from nas.experiment import from_dict
     from nas.search import run_search
 
     exp = from_dict({"name": "sim", "space": "tiny", "dataset": "digits", "backend": "simulated",
                      "proxy": {"epochs": 3, "resolution": 16, "batch_size": 32}, "controller": "random",
-                     "trials": 10, "seed": 1})
-    path = tmp_path_factory.mktemp("report_fidelity") / "run"
+                     "trials": trials, "seed": 1})
     run_search(exp, path, fresh=True, log=lambda message: None)
     return path
 
@@ -125,3 +128,27 @@ def test_report_of_a_damaged_fidelity_file_still_renders(simulated_run, tmp_path
     (run / "fidelity.json").write_text("[]")
     html = render_report(run)
     assert "Proxy fidelity" in html and "not a fidelity file" in html and "Pareto front" in html
+
+
+def test_report_calls_per_choice_statistics_of_a_few_trials_anecdotes(report, run, tmp_path):
+    from nas import analysis
+    from nas.report import FEW_TRIALS, render_report
+
+    html = report.read_text(encoding="utf-8")
+    n = len(analysis.complete_trials(run))
+    assert n < FEW_TRIALS and f"Only {n} evaluated trials" in html and "anecdotes" in html
+    assert "volume of objective space the front dominates" in html  # the hypervolume says what it is
+    many = tmp_path / "many"
+    _simulated(many, trials=FEW_TRIALS)
+    assert "anecdotes" not in render_report(many)
+
+
+def test_progress_plot_marks_the_baseline(run):
+    from nas import analysis, plots
+
+    frame = analysis.trials_frame(run)
+    base = frame[frame["baseline"] & (frame["state"] == "COMPLETE")].iloc[0]
+    ax = plots.progress_figure([run]).axes[0]
+    assert "baseline" in ax.get_legend_handles_labels()[1]
+    levels = [line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert levels == [pytest.approx(float(base["reward"]))]

@@ -14,6 +14,7 @@ import nas
 from conftest import TINY_ARCH, check_ledger, finished, ledger_of, run_nas
 from nas.experiment import ExperimentError, load_experiment
 from nas.run import Run
+from nas.runtime import RuntimeOptions
 from nas.search import prepare, run_search
 from nas.study import RunDir
 
@@ -26,7 +27,10 @@ def fast_experiment(*overrides: str):
 
 
 def test_search_ledger(tmp_path):
-    run_search(fast_experiment("trials=3", "controller=random", "seed=1"), tmp_path / "run", fresh=True, log=lambda m: None)
+    # every S measured afresh: the baseline trial must still record the S0 its reward divides by
+    runtime = RuntimeOptions(cache_dir=tmp_path / "cache", use_cache=False)
+    run_search(fast_experiment("trials=3", "controller=random", "seed=1"), tmp_path / "run", fresh=True,
+               runtime=runtime, log=lambda m: None)
     rows = ledger_of(tmp_path / "run")
     assert len(rows) == 3 and len(finished(rows)) == 3
     assert rows[0]["baseline"] and rows[0]["arch"] == TINY_ARCH  # the space's baseline is trained first
@@ -38,7 +42,7 @@ def test_search_ledger(tmp_path):
         assert r["step_time_p10"] <= r["step_time"] <= r["step_time_p90"] and r["device"].startswith("cpu")
         assert len(r["epoch_accuracies"]) == 1 and r["reason"] is None
     # the baseline is its own reference: S = S0 and P = P0, so its reward is its accuracy
-    assert rows[0]["reward"] == pytest.approx(rows[0]["accuracy"])
+    assert rows[0]["reward"] == pytest.approx(rows[0]["accuracy"], rel=1e-12)
 
 
 def test_same_seed_same_architectures(tmp_path):
