@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from nas.experiment import Experiment
+from nas.measure import STALE_CACHE_RATIO
 from nas.runtime import RuntimeOptions
 
 if TYPE_CHECKING:
@@ -89,7 +90,6 @@ class Calibration:
         val_images: Minival images (evaluated after every epoch).
         num_classes: Classes of the data.
         reference: The reference's S on this device.
-        reference_cached: Whether the search will find the reference's S in the cache.
         cached_share: The share of the search's candidates whose S it will find in the
             cache: the share of its first candidates (replayed from its controller) that
             are there; above 0 when this search ran here before.
@@ -101,19 +101,27 @@ class Calibration:
             model, the data to the device, the first epoch's warm-up, weights kept.
         epoch_factor: An epoch's seconds over steps × S + the evaluation's passes × I
             (at least 1).
+        reference_at_start: Whether the search measures the reference's S at its start
+            (the efficientnetv2 reward's S0; a relative step-time bound), and the baseline
+            trial reuses it; else the baseline trial measures it.
+        load_ratio: The reference's S measured now over its cached S (1 when it was not
+            cached): how much slower the device is now than when the cache was filled.
+            Cached S of other architectures are timed at this ratio; beyond
+            :data:`nas.measure.STALE_CACHE_RATIO` the search measures every S afresh.
     """
 
     train_images: int
     val_images: int
     num_classes: int
     reference: StepTime
-    reference_cached: bool = True
     cached_share: float = 0.0
     startup_seconds: float = 0.0
     study_seconds: float = 0.0
     ledger_seconds: float = 0.0
     trial_seconds: float = 0.0
     epoch_factor: float = 1.0
+    load_ratio: float = 1.0
+    reference_at_start: bool = True
 
 
 @dataclass(frozen=True)
@@ -225,7 +233,7 @@ def estimate(experiment: Experiment, runtime: RuntimeOptions, *, sample: int = D
         step = measure(arch)
         log(f"S of sampled architecture {index}/{len(archs)}: {step.step_time * 1e3:.2f} ms"
             + (" (cached)" if step.cached else ""))
-        steps.append(step)
+        steps.append(_at_load(step, calibration.load_ratio) if step.cached else step)
     return _combine(experiment, calibration, archs, steps, cores=cores or os.cpu_count() or 1,
                     gpus=_gpus() if gpus is None else gpus)
 
@@ -246,6 +254,12 @@ def _combine(experiment: Experiment, cal: Calibration, archs: list[Arch],
         return cal.ledger_seconds + cal.trial_seconds + measuring + run_epochs * epoch(step)
 
     cached = cal.cached_share
+    if abs(math.log(cal.load_ratio)) > math.log(STALE_CACHE_RATIO):
+        cached = 0.0
+        notes.append(f"the step-time cache was filled at another load of this device (the reference's S: "
+                     f"{cal.reference.step_time / cal.load_ratio * 1e3:.2f} ms cached, "
+                     f"{cal.reference.step_time * 1e3:.2f} ms now): cached S are timed {cal.load_ratio:.2f}x, and "
+                     "the search will measure every S afresh")
     notes.append(f"{cached:.0%} of the search's first candidates are in the step-time cache (this search ran here "
                  "before): the same share of its candidates is taken as cached" if cached else
                  "each candidate's S is measured afresh (the estimate caches the reference's S only)")
@@ -264,8 +278,10 @@ def _combine(experiment: Experiment, cal: Calibration, archs: list[Arch],
     reference, baseline = experiment.reference_arch, 0
     if reference is not None and experiment.space.contains(reference):
         baseline = 1  # the baseline is trained first, under the same proxy; its S is cached
-    reference_once = 0.0 if cal.reference_cached else measure_seconds(cal.reference)
-    reference_trial = trial(cal.reference, float(cal.reference_cached), proxy.epochs)
+    # S0 is measured at the start (a cached one is checked against the device as it is now),
+    # and the baseline trial reuses it; a reward without S0 measures it in the baseline trial
+    reference_once = measure_seconds(cal.reference) if cal.reference_at_start else 0.0
+    reference_trial = trial(cal.reference, float(cal.reference_at_start), proxy.epochs)
     others = experiment.trials - baseline
     device = baseline * reference_trial + others * (float(candidates.mean()) + draws * discard)
     saving = others * float(full.mean() - candidates.mean())
@@ -290,6 +306,13 @@ def _combine(experiment: Experiment, cal: Calibration, archs: list[Arch],
         one_off_seconds=one_off, startup_seconds=cal.startup_seconds, study_seconds=cal.study_seconds,
         reference_seconds=reference_once, pruner_saving_seconds=saving, infeasible_share=infeasible_share,
         notes=tuple(notes))
+
+
+def _at_load(step: StepTime, ratio: float) -> StepTime:
+    """A cached S as the device would time it now (its speed ``ratio`` times the cache's)."""
+    return dataclasses.replace(step, step_time=step.step_time * ratio, step_time_p10=step.step_time_p10 * ratio,
+                               step_time_p90=step.step_time_p90 * ratio,
+                               inference_latency=step.inference_latency * ratio)
 
 
 def _steps(train_images: int, batch: int) -> int:
@@ -424,16 +447,15 @@ def calibrate(experiment: Experiment, runtime: RuntimeOptions, *, log: Log | Non
                                 proxy=dataclasses.replace(experiment.proxy, epochs=_CALIBRATION_EPOCHS))
     with tempfile.TemporaryDirectory(prefix="nas-estimate-") as tmp:
         log(f"loading the data and measuring S of the reference {reference}")
-        evaluator = Run(short, Path(tmp) / "calibration", runtime).training_evaluator()  # S0 measured unless cached
+        evaluator = Run(short, Path(tmp) / "calibration", runtime).training_evaluator()  # S0 measured, or checked
         data = evaluator.data
-        kept = _measure_on_device(experiment, runtime, data.num_classes)(reference)
-        reference_cached = runtime.use_cache and (kept.cached or not kept.busy)
         log("timing a search process's start")
         startup = _startup_seconds(Run(scratch, Path(tmp) / "startup", runtime), Path(tmp) / "run.pickle")
-        if not reference_cached:  # it measured S0 again: that is counted apart
-            startup = max(0.0, startup - measure_seconds(kept))
+        at_start = evaluator.reference_step is not None
+        if at_start:  # it measured S0 (or checked the cached one) once: that is counted apart
+            startup = max(0.0, startup - measure_seconds(evaluator.reference_step))
         log(f"training the reference for {_CALIBRATION_EPOCHS} epochs, then measuring its S again")
-        fixed, epoch, attrs = _time_training(evaluator, reference, cached=reference_cached)
+        fixed, epoch, attrs = _time_training(evaluator, reference)
         fresh = dataclasses.replace(runtime, use_cache=False)  # S at the load the training just saw
         step = _measure_on_device(experiment, fresh, data.num_classes)(reference)
         # at least 1: an epoch does the work of its steps and passes, and more; below 1 the device
@@ -447,9 +469,10 @@ def calibrate(experiment: Experiment, runtime: RuntimeOptions, *, log: Log | Non
                           num_classes=data.num_classes) is not None for arch in candidates]
         cached_share = sum(hits) / len(hits)
     return Calibration(train_images=len(data.train), val_images=len(data.val), num_classes=data.num_classes,
-                       reference=step, reference_cached=reference_cached,
+                       reference=step, reference_at_start=at_start,
                        cached_share=cached_share, startup_seconds=startup, study_seconds=study,
-                       ledger_seconds=ledger, trial_seconds=fixed, epoch_factor=factor)
+                       ledger_seconds=ledger, trial_seconds=fixed, epoch_factor=factor,
+                       load_ratio=evaluator.cache_load_ratio)
 
 
 def _startup_seconds(run, path: Path) -> float:
@@ -466,11 +489,11 @@ def _startup_seconds(run, path: Path) -> float:
     return seconds
 
 
-def _time_training(evaluator, reference: Arch, *, cached: bool) -> tuple[float, float, dict[str, Any]]:
+def _time_training(evaluator, reference: Arch) -> tuple[float, float, dict[str, Any]]:
     """(fixed seconds per trial, seconds of an epoch, the trial's attributes) of a real short training.
 
-    ``cached``: whether the evaluator finds the reference's S in the cache (else it
-    measures it, and that time is left out of the fixed seconds).
+    An evaluator that did not measure the reference's S at its start measures it in the
+    trial; that time is left out of the fixed seconds.
     """
     from nas.ledger import Proposal
 
@@ -486,7 +509,7 @@ def _time_training(evaluator, reference: Arch, *, cached: bool) -> tuple[float, 
                          "estimate calibrates on it")
     epoch = epochs[1] - epochs[0]  # the second epoch: no start-up in it
     fixed = (end - start) - _CALIBRATION_EPOCHS * epoch  # with S from the cache: cost, lookup, set-up
-    if not cached:  # S measured inside: that time is measure_seconds' business
+    if evaluator.reference_step is None:  # S measured inside: that time is measure_seconds' business
         fixed -= stamps["measured"] - start
     return max(0.0, fixed), epoch, attrs
 

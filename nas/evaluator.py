@@ -8,13 +8,17 @@ MACs, S) so that it is visible at once and a multi-objective pruner can use it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from nas.experiment import Experiment
 from nas.ledger import Proposal
 from nas.runtime import RuntimeOptions
+
+if TYPE_CHECKING:
+    from nas.measure import StepTime
 
 __all__ = ["Evaluator", "TrainingEvaluator", "Report", "Measured", "trial_seed", "RESULT_ATTRS"]
 
@@ -78,19 +82,48 @@ class TrainingEvaluator:
         self.reference = exp.reference_arch
         # S of the reference, measured once: the reward's S0, what `step_time: 1.2x` multiplies,
         # and the baseline trial's own S (measured again, a busy device would give another value).
-        self.reference_step = None
+        self.reference_step, self.cache_load_ratio = None, 1.0
         needs_s0 = exp.reward.kind == "efficientnetv2" and exp.reward.step_time_ref is None
         if self.reference is not None and (needs_s0 or exp.constraints.step_time is not None):
             if log is not None:
                 log(f"measuring S of the reference {self.reference} (the reward's S0)")
-            self.reference_step = measure_arch(self.reference, num_classes=self.data.num_classes, proxy=self.proxy,
-                                               device=self.device, cache=self.cache, lock_dir=self.lock_dir)
+            self.reference_step = self._reference_step(measure_arch)
         reward = exp.reward
         if needs_s0 and self.reference_step is not None:
             reward = dataclasses.replace(reward, step_time_ref=self.reference_step.step_time)
         self.reward = resolve_reward(reward, self.reference, num_classes=self.data.num_classes, proxy=self.proxy,
                                      device=self.device, cache=self.cache, lock_dir=self.lock_dir)
         self.baseline_figures = self._baseline_figures()
+
+    def _reference_step(self, measure_arch) -> StepTime:
+        """The reference's S; a cached one is checked against the device as it is now.
+
+        A cache filled while the host was busier (or quieter) holds S that a tight spread
+        cannot flag; mixed with fresh ones they would skew every reward. When the cached S0
+        and a fresh one disagree, this run measures every S afresh (and stores it).
+        """
+        from nas.measure import STALE_CACHE_RATIO
+
+        def measure(cache):
+            return measure_arch(self.reference, num_classes=self.data.num_classes, proxy=self.proxy,
+                                device=self.device, cache=cache, lock_dir=self.lock_dir)
+
+        step = measure(self.cache)
+        if not step.cached:
+            return step
+        fresh = measure(None)
+        self.cache_load_ratio = fresh.step_time / step.step_time
+        if max(fresh.step_time, step.step_time) <= STALE_CACHE_RATIO * min(fresh.step_time, step.step_time):
+            return step
+        if self.log is not None:
+            self.log(f"the step-time cache was filled at another load of this device (S of the reference: "
+                     f"{step.step_time * 1e3:.2f} ms cached, {fresh.step_time * 1e3:.2f} ms now): this run "
+                     "measures every S afresh")
+        self.cache = self.cache.refreshing()
+        if fresh.implausible() is None:  # what a cache may hold (not busy, not too fast to trust)
+            with contextlib.suppress(OSError):
+                self.cache.put(str(self.reference), fresh.device, fresh, num_classes=self.data.num_classes)
+        return fresh
 
     def _baseline_figures(self) -> dict[str, float | None]:
         """The reference's params, MACs and S: what relative constraints (``1.2x``) multiply."""

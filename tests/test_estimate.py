@@ -84,17 +84,39 @@ def test_a_local_search_on_a_fake_table():
     assert result.trial_seconds == pytest.approx(np.median(trials))
     assert result.trial_seconds_p10 == pytest.approx(np.percentile(trials, 10))
     assert result.trial_seconds_p90 == pytest.approx(np.percentile(trials, 90))
-    baseline = by_hand_trial(0.02, measured=False)  # the estimate cached its S
+    baseline = by_hand_trial(0.02, measured=False)  # it reuses S0, measured at the start
     device = baseline + 7 * trials.mean()
-    assert result.device_hours == pytest.approx(device / 3600)
-    assert result.one_off_seconds == pytest.approx(3.0 + 0.5)  # start-up, the study
-    assert result.wall_seconds == pytest.approx(3.5 + device)
+    s0 = by_hand_measure(0.02)
+    assert result.device_hours == pytest.approx((device + s0) / 3600)
+    assert result.one_off_seconds == pytest.approx(3.0 + 0.5 + s0)  # start-up, the study, S0
+    assert result.wall_seconds == pytest.approx(3.5 + s0 + device)
     assert (result.parallel, result.steps_per_epoch, result.epochs, result.expected_epochs) == (1, STEPS, 3, 3)
     data = result.to_dict()
     assert {"trial_seconds", "trial_seconds_p10", "trial_seconds_p90", "device_hours", "wall_seconds",
             "sampled"} <= set(data)
     assert json.loads(json.dumps(data)) == data
     assert "measured afresh" in " ".join(result.notes)
+
+
+def test_cached_step_times_are_timed_at_the_load_of_now():
+    # the cache was filled while the device ran 4x slower: its S say how the candidates compare,
+    # the reference measured now says how fast the device is
+    from nas.estimate import estimate
+    from nas.runtime import RuntimeOptions
+
+    def cached_at_4x(arch):
+        return step_time(0.04, cached=True)
+
+    result = estimate(experiment(), RuntimeOptions(), sample=4, measure=cached_at_4x,
+                      calibration=calibration(load_ratio=0.25, cached_share=1.0), cores=2, gpus=0, log=lambda message: None)
+    assert result.step_time == pytest.approx(0.01)
+    # the search's own candidates are other architectures: measured, and trained at the S of now
+    assert result.trial_seconds == pytest.approx(by_hand_trial(0.01), rel=1e-9)
+    assert any("another load of this device" in note and "0.25x" in note and "every S afresh" in note
+               for note in result.notes)
+    assert result.cached_share == 0  # a stale cache is not read by the search
+    plain, _ = run_estimate(cal=calibration(load_ratio=1.1))  # within the tolerance: no note
+    assert not any("another load" in note for note in plain.notes)
 
 
 def test_sample_is_seeded_and_bounded_by_the_space():
@@ -116,16 +138,14 @@ def test_a_rerun_of_the_same_search_finds_its_candidates_cached():
     assert half.wall_seconds == pytest.approx((fresh.wall_seconds + cached.wall_seconds) / 2)
 
 
-def test_a_reference_the_cache_refused_is_measured_twice():
+def test_s0_is_measured_once_at_the_start_and_the_baseline_reuses_it():
     from nas.estimate import measure_seconds
 
-    busy = calibration(reference=step_time(0.02, busy=True), reference_cached=False)
-    result, _ = run_estimate(cal=busy)
-    calm, _ = run_estimate()
     once = measure_seconds(step_time(0.02))
-    assert result.one_off_seconds == pytest.approx(calm.one_off_seconds + once)  # S0 at the start
-    # ... and again in the baseline trial
-    assert result.wall_seconds == pytest.approx(calm.wall_seconds + 2 * once)
+    at_start, _ = run_estimate()
+    in_trial, _ = run_estimate(cal=calibration(reference_at_start=False))  # a reward without S0
+    assert at_start.one_off_seconds == pytest.approx(in_trial.one_off_seconds + once)
+    assert at_start.wall_seconds == pytest.approx(in_trial.wall_seconds)  # measured once either way
 
 
 def test_the_pruner_schedule_and_its_saving():
@@ -159,8 +179,8 @@ def test_ray_runs_max_concurrent_trials_on_the_gpus_there_are():
     result, _ = run_estimate(experiment(backend="ray", ray=ray), gpus=1)
     assert result.parallel == 2  # one GPU holds two half-GPU trials
     assert result.device_hours == pytest.approx(one.device_hours * 0.5)
-    device = one.device_hours * 3600
-    assert result.wall_seconds == pytest.approx(one.one_off_seconds + device / 2)
+    trials = one.device_hours * 3600 - by_hand_measure(0.02)  # S0 is measured once, before the trials
+    assert result.wall_seconds == pytest.approx(one.one_off_seconds + trials / 2)
     with pytest.raises(ValueError, match="needs a GPU"):
         run_estimate(experiment(backend="ray", ray=ray), gpus=0)
 

@@ -45,6 +45,31 @@ def test_search_ledger(tmp_path):
     assert rows[0]["reward"] == pytest.approx(rows[0]["accuracy"], rel=1e-12)
 
 
+def test_a_cache_filled_at_another_load_is_measured_afresh(tmp_path):
+    import json
+
+    runtime = RuntimeOptions(cache_dir=tmp_path / "cache")
+    exp = fast_experiment("trials=3", "controller=random", "seed=1")
+    run_search(exp, tmp_path / "first", fresh=True, runtime=runtime, log=lambda m: None)
+    path = tmp_path / "cache" / "step_times.json"
+    cache = json.loads(path.read_text())
+    for entry in cache["entries"].values():  # as if the host had been 10x busier when they were measured
+        for key in ("step_time", "step_time_p10", "step_time_p90", "inference_latency"):
+            entry[key] *= 10
+    path.write_text(json.dumps(cache))
+    poisoned = {e["step_time"] for e in cache["entries"].values()}
+    lines: list[str] = []
+    run_search(exp, tmp_path / "second", fresh=True, runtime=runtime, log=lines.append)
+    assert any("filled at another load of this device" in line and "measures every S afresh" in line
+               for line in lines), lines
+    rows = ledger_of(tmp_path / "second")
+    assert [r["arch"] for r in rows] == [r["arch"] for r in ledger_of(tmp_path / "first")]  # all in the cache
+    assert not poisoned & {r["step_time"] for r in rows}  # none of them taken from it
+    assert rows[0]["reward"] == pytest.approx(rows[0]["accuracy"], rel=1e-12)
+    stored = json.loads(path.read_text())["entries"].values()
+    assert not poisoned & {e["step_time"] for e in stored}  # the fresh figures replaced them
+
+
 def test_same_seed_same_architectures(tmp_path):
     archs = []
     for name in ("a", "b"):
