@@ -100,7 +100,8 @@ class TrainingEvaluator:
 
         A cache filled while the host was busier (or quieter) holds S that a tight spread
         cannot flag; mixed with fresh ones they would skew every reward. When the cached S0
-        and a fresh one disagree, this run measures every S afresh (and stores it).
+        and a fresh one disagree, every entry of this device is dropped (each S is measured
+        again when next needed) and the fresh S0 stored.
         """
         from nas.measure import STALE_CACHE_RATIO
 
@@ -115,14 +116,15 @@ class TrainingEvaluator:
         self.cache_load_ratio = fresh.step_time / step.step_time
         if max(fresh.step_time, step.step_time) <= STALE_CACHE_RATIO * min(fresh.step_time, step.step_time):
             return step
+        dropped = 0
+        with contextlib.suppress(OSError):
+            dropped = self.cache.forget_device(fresh.device)
+            if fresh.implausible() is None:  # what a cache may hold (not busy, not too fast to trust)
+                self.cache.put(str(self.reference), fresh.device, fresh, num_classes=self.data.num_classes)
         if self.log is not None:
             self.log(f"the step-time cache was filled at another load of this device (S of the reference: "
-                     f"{step.step_time * 1e3:.2f} ms cached, {fresh.step_time * 1e3:.2f} ms now): this run "
-                     "measures every S afresh")
-        self.cache = self.cache.refreshing()
-        if fresh.implausible() is None:  # what a cache may hold (not busy, not too fast to trust)
-            with contextlib.suppress(OSError):
-                self.cache.put(str(self.reference), fresh.device, fresh, num_classes=self.data.num_classes)
+                     f"{step.step_time * 1e3:.2f} ms cached, {fresh.step_time * 1e3:.2f} ms now): its {dropped} "
+                     "entries for this device are dropped and every S is measured afresh")
         return fresh
 
     def _baseline_figures(self) -> dict[str, float | None]:

@@ -584,10 +584,26 @@ class StepTimeCache:
             raise ValueError(f"refusing to cache a step time: {reason}")
         key = self.key(cache_key, fingerprint, result.batch, result.resolution, num_classes)
         entry = dataclasses.replace(result, cached=False).to_dict()
+        self._rewrite(lambda entries: {**entries, key: entry})
+
+    def forget_device(self, fingerprint: str) -> int:
+        """Drops every entry measured on the device ``fingerprint``; returns how many there were."""
+        dropped = 0
+
+        def keep_others(entries: dict[str, Any]) -> dict[str, Any]:
+            nonlocal dropped
+            kept = {k: v for k, v in entries.items() if json.loads(k)[1] != fingerprint}  # trusted keys parse
+            dropped = len(entries) - len(kept)
+            return kept
+
+        self._rewrite(keep_others)
+        return dropped
+
+    def _rewrite(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Replaces the file with ``change(its trusted entries)``, under the exclusive lock."""
         with self._locked(shared=False):
             # Quiet: the reader that found the damage has said so, and this write repairs it.
-            entries = {k: v for k, v in self._read(quiet=True).items() if _is_trusted(k, v)}
-            entries[key] = entry
+            entries = change({k: v for k, v in self._read(quiet=True).items() if _is_trusted(k, v)})
             payload = json.dumps({"version": _CACHE_VERSION, "entries": entries},
                                  indent=1, sort_keys=True)
             fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp",
@@ -603,18 +619,6 @@ class StepTimeCache:
                     os.unlink(tmp)
                 raise
 
-    def refreshing(self) -> StepTimeCache:
-        """This cache, but every lookup misses: S is measured afresh and stored over the old entry."""
-        return _RefreshingCache(self.path)
-
-
-class _RefreshingCache(StepTimeCache):
-    def __repr__(self) -> str:
-        return f"StepTimeCache({str(self.path)!r}).refreshing()"
-
-    def get(self, cache_key: str, fingerprint: str, *, batch: int, resolution: int,
-            num_classes: int | None = None) -> StepTime | None:
-        return None
 
 
 def _trusted_entry(key: str, raw: Any) -> StepTime:

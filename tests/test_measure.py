@@ -324,6 +324,20 @@ def test_cache_concurrent_writers_keep_every_entry(tmp_path: Path) -> None:
         **(template.to_dict() | {"cached": True}))
 
 
+def test_forget_device_drops_only_that_devices_entries(tmp_path: Path) -> None:
+    import dataclasses
+
+    cache = StepTimeCache(tmp_path / "st.json")
+    other = dataclasses.replace(GOOD, device="e")
+    for name in ("a", "b"):
+        cache.put(name, "d", GOOD)
+        cache.put(name, "e", other)
+    assert cache.forget_device("d") == 2
+    assert cache.get("a", "d", batch=1, resolution=8) is None and cache.get("b", "d", batch=1, resolution=8) is None
+    assert cache.get("a", "e", batch=1, resolution=8) == dataclasses.replace(other, cached=True)
+    assert cache.forget_device("d") == 0
+
+
 # -------------------------------------------------------------------- device lock
 
 

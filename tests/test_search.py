@@ -60,7 +60,7 @@ def test_a_cache_filled_at_another_load_is_measured_afresh(tmp_path):
     poisoned = {e["step_time"] for e in cache["entries"].values()}
     lines: list[str] = []
     run_search(exp, tmp_path / "second", fresh=True, runtime=runtime, log=lines.append)
-    assert any("filled at another load of this device" in line and "measures every S afresh" in line
+    assert any("filled at another load of this device" in line and "every S is measured afresh" in line
                for line in lines), lines
     rows = ledger_of(tmp_path / "second")
     assert [r["arch"] for r in rows] == [r["arch"] for r in ledger_of(tmp_path / "first")]  # all in the cache
