@@ -54,12 +54,11 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from nas.experiment import Experiment
-from nas.measure import STALE_CACHE_RATIO
 from nas.runtime import RuntimeOptions
 
 if TYPE_CHECKING:
     from nas.arch import Arch
-    from nas.measure import StepTime
+    from nas.measure import CacheCheck, StepTime
 
 __all__ = ["Calibration", "Estimate", "Measure", "DEFAULT_SAMPLE", "calibrate", "estimate", "expected_epochs",
            "measure_seconds"]
@@ -106,8 +105,10 @@ class Calibration:
             trial reuses it; else the baseline trial measures it.
         load_ratio: The reference's S measured now over its cached S (1 when it was not
             cached): how much slower the device is now than when the cache was filled.
-            Cached S of other architectures are timed at this ratio; beyond
-            :data:`nas.measure.STALE_CACHE_RATIO` the search measures every S afresh.
+            Cached S of other architectures are timed at this ratio.
+        stale_cache: Whether the cache was found filled at another load of the device
+            (:class:`nas.measure.CacheCheck`): its entries for the device were dropped, so
+            the search measures every S afresh.
     """
 
     train_images: int
@@ -122,6 +123,7 @@ class Calibration:
     epoch_factor: float = 1.0
     load_ratio: float = 1.0
     reference_at_start: bool = True
+    stale_cache: bool = False
 
 
 @dataclass(frozen=True)
@@ -227,13 +229,20 @@ def estimate(experiment: Experiment, runtime: RuntimeOptions, *, sample: int = D
     if experiment.backend == "simulated":
         return _simulated(experiment, archs)
     calibration = calibration or calibrate(experiment, runtime, log=log)
-    measure = measure or _measure_on_device(experiment, runtime, calibration.num_classes)
+    check = None
+    if measure is None:
+        from nas.measure import CacheCheck
+
+        check = CacheCheck(runtime.step_time_cache(), log, checks=1)  # the calibration checked the reference
+        measure = _measure_on_device(experiment, runtime, calibration.num_classes, check)
     steps = []
     for index, arch in enumerate(archs, 1):
         step = measure(arch)
         log(f"S of sampled architecture {index}/{len(archs)}: {step.step_time * 1e3:.2f} ms"
             + (" (cached)" if step.cached else ""))
         steps.append(_at_load(step, calibration.load_ratio) if step.cached else step)
+    if check is not None and check.stale:  # a sampled entry disagreed: the search will find nothing cached
+        calibration = dataclasses.replace(calibration, stale_cache=True, load_ratio=check.load_ratio)
     return _combine(experiment, calibration, archs, steps, cores=cores or os.cpu_count() or 1,
                     gpus=_gpus() if gpus is None else gpus)
 
@@ -254,12 +263,12 @@ def _combine(experiment: Experiment, cal: Calibration, archs: list[Arch],
         return cal.ledger_seconds + cal.trial_seconds + measuring + run_epochs * epoch(step)
 
     cached = cal.cached_share
-    if abs(math.log(cal.load_ratio)) > math.log(STALE_CACHE_RATIO):
+    if cal.stale_cache:
         cached = 0.0
-        notes.append(f"the step-time cache was filled at another load of this device (the reference's S: "
-                     f"{cal.reference.step_time / cal.load_ratio * 1e3:.2f} ms cached, "
-                     f"{cal.reference.step_time * 1e3:.2f} ms now): cached S are timed {cal.load_ratio:.2f}x, and "
-                     "the search will measure every S afresh")
+        notes.append(f"the step-time cache was filled at another load of this device ({cal.load_ratio:.2f}x the S "
+                     "of now): its entries for the device were dropped, so the search measures every S afresh")
+    elif cal.load_ratio != 1.0:
+        notes.append(f"cached S are timed at the load of now ({cal.load_ratio:.2f}x what the cache holds)")
     notes.append(f"{cached:.0%} of the search's first candidates are in the step-time cache (this search ran here "
                  "before): the same share of its candidates is taken as cached" if cached else
                  "each candidate's S is measured afresh (the estimate caches the reference's S only)")
@@ -392,17 +401,21 @@ def _protocol() -> tuple[int, int, float]:
     return parameters["warmup"].default, parameters["repeats"].default, parameters["min_time"].default
 
 
-def _measure_on_device(experiment: Experiment, runtime: RuntimeOptions, num_classes: int) -> Measure:
+def _measure_on_device(experiment: Experiment, runtime: RuntimeOptions, num_classes: int,
+                       check: CacheCheck | None = None) -> Measure:
+    """S of an architecture on this device; with ``check``, the first cache hit is checked against now."""
     from nas.evaluate import measure_arch
 
     device = None if experiment.device == "auto" else experiment.device
     cache = runtime.step_time_cache()
 
-    def measure(arch: Arch) -> StepTime:
+    def measure(arch: Arch, cache=cache) -> StepTime:
         return measure_arch(arch, num_classes=num_classes, proxy=experiment.proxy, device=device, cache=cache,
                             lock_dir=runtime.lock_dir)
 
-    return measure
+    if check is None:
+        return measure
+    return lambda arch: check(measure(arch), str(arch), lambda: measure(arch, None), num_classes=num_classes)
 
 
 def _sample(experiment: Experiment, count: int) -> list[Arch]:
@@ -472,7 +485,7 @@ def calibrate(experiment: Experiment, runtime: RuntimeOptions, *, log: Log | Non
                        reference=step, reference_at_start=at_start,
                        cached_share=cached_share, startup_seconds=startup, study_seconds=study,
                        ledger_seconds=ledger, trial_seconds=fixed, epoch_factor=factor,
-                       load_ratio=evaluator.cache_load_ratio)
+                       load_ratio=evaluator.cache_check.load_ratio, stale_cache=evaluator.cache_check.stale)
 
 
 def _startup_seconds(run, path: Path) -> float:

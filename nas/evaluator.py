@@ -8,7 +8,6 @@ MACs, S) so that it is visible at once and a multi-objective pruner can use it.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
@@ -18,6 +17,7 @@ from nas.ledger import Proposal
 from nas.runtime import RuntimeOptions
 
 if TYPE_CHECKING:
+    from nas.arch import Arch
     from nas.measure import StepTime
 
 __all__ = ["Evaluator", "TrainingEvaluator", "Report", "Measured", "trial_seed", "RESULT_ATTRS"]
@@ -65,7 +65,8 @@ class TrainingEvaluator:
     def __init__(self, experiment: Experiment, runtime: RuntimeOptions, *, weights_dir: Path | None = None,
                  device: str | None = None, log: Callable[[str], None] | None = None) -> None:
         from nas.data import load_dataset
-        from nas.evaluate import measure_arch, resolve_reward
+        from nas.evaluate import resolve_reward
+        from nas.measure import CacheCheck
 
         exp = experiment
         self.experiment, self.space, self.proxy = exp, exp.space, exp.proxy
@@ -82,12 +83,13 @@ class TrainingEvaluator:
         self.reference = exp.reference_arch
         # S of the reference, measured once: the reward's S0, what `step_time: 1.2x` multiplies,
         # and the baseline trial's own S (measured again, a busy device would give another value).
-        self.reference_step, self.cache_load_ratio = None, 1.0
+        self.reference_step = None
+        self.cache_check = CacheCheck(self.cache, log)
         needs_s0 = exp.reward.kind == "efficientnetv2" and exp.reward.step_time_ref is None
         if self.reference is not None and (needs_s0 or exp.constraints.step_time is not None):
             if log is not None:
                 log(f"measuring S of the reference {self.reference} (the reward's S0)")
-            self.reference_step = self._reference_step(measure_arch)
+            self.reference_step = self._measure(self.reference)
         reward = exp.reward
         if needs_s0 and self.reference_step is not None:
             reward = dataclasses.replace(reward, step_time_ref=self.reference_step.step_time)
@@ -95,37 +97,24 @@ class TrainingEvaluator:
                                      device=self.device, cache=self.cache, lock_dir=self.lock_dir)
         self.baseline_figures = self._baseline_figures()
 
-    def _reference_step(self, measure_arch) -> StepTime:
-        """The reference's S; a cached one is checked against the device as it is now.
+    def _measure(self, arch: Arch) -> StepTime:
+        """S of ``arch`` through the cache, the first hit checked against the device now (:class:`CacheCheck`)."""
+        from nas.evaluate import measure_arch
 
-        A cache filled while the host was busier (or quieter) holds S that a tight spread
-        cannot flag; mixed with fresh ones they would skew every reward. When the cached S0
-        and a fresh one disagree, every entry of this device is dropped (each S is measured
-        again when next needed) and the fresh S0 stored.
-        """
-        from nas.measure import STALE_CACHE_RATIO
+        def measure(cache) -> StepTime:
+            return measure_arch(arch, num_classes=self.data.num_classes, proxy=self.proxy, device=self.device,
+                                cache=cache, lock_dir=self.lock_dir)
 
-        def measure(cache):
-            return measure_arch(self.reference, num_classes=self.data.num_classes, proxy=self.proxy,
-                                device=self.device, cache=cache, lock_dir=self.lock_dir)
+        return self.cache_check(measure(self.cache), str(arch), lambda: measure(None),
+                                num_classes=self.data.num_classes)
 
-        step = measure(self.cache)
-        if not step.cached:
-            return step
-        fresh = measure(None)
-        self.cache_load_ratio = fresh.step_time / step.step_time
-        if max(fresh.step_time, step.step_time) <= STALE_CACHE_RATIO * min(fresh.step_time, step.step_time):
-            return step
-        dropped = 0
-        with contextlib.suppress(OSError):
-            dropped = self.cache.forget_device(fresh.device)
-            if fresh.implausible() is None:  # what a cache may hold (not busy, not too fast to trust)
-                self.cache.put(str(self.reference), fresh.device, fresh, num_classes=self.data.num_classes)
-        if self.log is not None:
-            self.log(f"the step-time cache was filled at another load of this device (S of the reference: "
-                     f"{step.step_time * 1e3:.2f} ms cached, {fresh.step_time * 1e3:.2f} ms now): its {dropped} "
-                     "entries for this device are dropped and every S is measured afresh")
-        return fresh
+    def _known_step(self, arch: Arch) -> StepTime | None:
+        """S measured here before training: the reference's; the first cache hit's, to check the cache."""
+        if arch == self.reference and self.reference_step is not None:
+            return self.reference_step
+        if self.cache_check.checked:
+            return None  # evaluate() measures it (after the params and MACs bounds)
+        return self._measure(arch)
 
     def _baseline_figures(self) -> dict[str, float | None]:
         """The reference's params, MACs and S: what relative constraints (``1.2x``) multiply."""
@@ -170,7 +159,7 @@ class TrainingEvaluator:
             result = evaluate(arch, self.data, proxy, self.reward, reference=self.reference, device=self.device,
                               cache=self.cache, on_epoch=on_epoch, on_measured=on_measured, keep_weights=weights,
                               check=check, lock_dir=self.lock_dir,
-                              step=self.reference_step if arch == self.reference else None)
+                              step=self._known_step(arch))
         except _Stopped as stop:
             return {"state": "PRUNED", "reason": stop.reason, "epoch_accuracies": epochs, **known, "seed": proxy.seed}
         attrs = {k: getattr(result, k) for k in RESULT_ATTRS}

@@ -621,6 +621,55 @@ class StepTimeCache:
 
 
 
+class CacheCheck:
+    """Trusts a step-time cache for this process once its first hits agree with the device now.
+
+    A host that was uniformly busier (or quieter) when the cache was filled leaves S that
+    a tight spread cannot flag; mixed with fresh ones they skew every reward. So the first
+    ``checks`` cache hits are measured again (a search: its reference, then its first
+    cached candidate): if a pair differs by more than :data:`STALE_CACHE_RATIO`, every
+    entry of that device is dropped (each S is measured again when next needed) and the
+    fresh figure is used and stored.
+
+    Attributes:
+        checks_left: Hits still to be measured again (0 without a cache, or once stale).
+        load_ratio: The fresh S over the cached one of the last checked entry (1 until
+            then): how much slower the device is now than when the cache was filled.
+        stale: Whether a check found the cache stale (and dropped the device's entries).
+    """
+
+    def __init__(self, cache: StepTimeCache | None, log: Callable[[str], None] | None = None, *,
+                 checks: int = 2) -> None:
+        self.cache, self.log = cache, log
+        self.checks_left, self.load_ratio, self.stale = 0 if cache is None else checks, 1.0, False
+
+    @property
+    def checked(self) -> bool:
+        return self.checks_left == 0
+
+    def __call__(self, step: StepTime, cache_key: str, measure_fresh: Callable[[], StepTime], *,
+                 num_classes: int | None = None) -> StepTime:
+        """``step`` as measured through the cache, or, for a checked hit that disagrees, ``measure_fresh()``."""
+        if self.checked or not step.cached:
+            return step
+        fresh = measure_fresh()
+        self.checks_left -= 1
+        self.load_ratio = fresh.step_time / step.step_time
+        if max(fresh.step_time, step.step_time) <= STALE_CACHE_RATIO * min(fresh.step_time, step.step_time):
+            return step
+        self.checks_left = 0  # every entry of the device is gone: what is cached from now on is fresh
+        dropped, self.stale = 0, True
+        with contextlib.suppress(OSError):
+            dropped = self.cache.forget_device(fresh.device)
+            if fresh.implausible() is None:  # what a cache may hold (not busy, not too fast to trust)
+                self.cache.put(cache_key, fresh.device, fresh, num_classes=num_classes)
+        if self.log is not None:
+            self.log(f"the step-time cache was filled at another load of this device (S of {cache_key}: "
+                     f"{step.step_time * 1e3:.2f} ms cached, {fresh.step_time * 1e3:.2f} ms now): its {dropped} "
+                     "entries for this device are dropped and every S is measured afresh")
+        return fresh
+
+
 def _trusted_entry(key: str, raw: Any) -> StepTime:
     """The `StepTime` a cache entry holds; ValueError saying why it cannot be trusted."""
     try:

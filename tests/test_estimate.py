@@ -107,16 +107,19 @@ def test_cached_step_times_are_timed_at_the_load_of_now():
     def cached_at_4x(arch):
         return step_time(0.04, cached=True)
 
-    result = estimate(experiment(), RuntimeOptions(), sample=4, measure=cached_at_4x,
-                      calibration=calibration(load_ratio=0.25, cached_share=1.0), cores=2, gpus=0, log=lambda message: None)
-    assert result.step_time == pytest.approx(0.01)
-    # the search's own candidates are other architectures: measured, and trained at the S of now
-    assert result.trial_seconds == pytest.approx(by_hand_trial(0.01), rel=1e-9)
-    assert any("another load of this device" in note and "0.25x" in note and "every S afresh" in note
-               for note in result.notes)
-    assert result.cached_share == 0  # a stale cache is not read by the search
-    plain, _ = run_estimate(cal=calibration(load_ratio=1.1))  # within the tolerance: no note
-    assert not any("another load" in note for note in plain.notes)
+    def run(**changes):
+        return estimate(experiment(), RuntimeOptions(), sample=4, measure=cached_at_4x,
+                        calibration=calibration(**changes), cores=2, gpus=0, log=lambda message: None)
+
+    stale = run(load_ratio=0.25, stale_cache=True, cached_share=1.0)
+    assert stale.step_time == pytest.approx(0.01)
+    # the search drops the stale entries: its candidates are measured, and trained at the S of now
+    assert stale.trial_seconds == pytest.approx(by_hand_trial(0.01), rel=1e-9) and stale.cached_share == 0
+    assert any("another load of this device" in note and "every S afresh" in note for note in stale.notes)
+    close = run(load_ratio=1.1, cached_share=1.0)  # within the tolerance: the cache is kept, timed at now
+    assert close.step_time == pytest.approx(0.044) and close.cached_share == 1.0
+    assert close.trial_seconds == pytest.approx(by_hand_trial(0.044, measured=False), rel=1e-9)
+    assert any("1.10x what the cache holds" in note for note in close.notes)
 
 
 def test_sample_is_seeded_and_bounded_by_the_space():

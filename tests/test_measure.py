@@ -338,6 +338,36 @@ def test_forget_device_drops_only_that_devices_entries(tmp_path: Path) -> None:
     assert cache.forget_device("d") == 0
 
 
+def test_cache_check_measures_the_first_hits_again_and_drops_a_stale_device(tmp_path: Path) -> None:
+    import dataclasses
+
+    from nas.measure import CacheCheck
+
+    cache = StepTimeCache(tmp_path / "st.json")
+    for name in ("a", "b", "c"):
+        cache.put(name, "d", GOOD)  # 1.0 s each
+
+    def now(seconds: float):
+        return lambda: dataclasses.replace(GOOD, step_time=seconds, step_time_p10=seconds * 0.9,
+                                           step_time_p90=seconds * 1.1)
+
+    def hit(name: str) -> StepTime:
+        return cache.get(name, "d", batch=1, resolution=8)
+
+    lines: list[str] = []
+    check = CacheCheck(cache, lines.append)
+    a = hit("a")
+    assert check(a, "a", now(1.2)) is a and not check.checked  # within 1.25x: the cached figure stands
+    got = check(hit("b"), "b", now(0.1))  # the device is 10x faster than when the cache was filled
+    assert got.step_time == 0.1 and check.stale and check.checked and check.load_ratio == pytest.approx(0.1)
+    assert hit("a") is None and hit("c") is None and hit("b").step_time == 0.1  # the fresh one stored
+    assert len(lines) == 1 and "filled at another load of this device" in lines[0] and "its 3 entries" in lines[0]
+    cache.put("c", "d", GOOD)
+    c = hit("c")
+    assert check(c, "c", lambda: pytest.fail("checked already")) is c
+    assert CacheCheck(None).checked
+
+
 # -------------------------------------------------------------------- device lock
 
 
