@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from nas.measure import CacheCheck, StepTime
 
 __all__ = ["Calibration", "Estimate", "Measure", "DEFAULT_SAMPLE", "calibrate", "estimate", "expected_epochs",
-           "measure_seconds"]
+           "first_order", "measure_seconds"]
 
 DEFAULT_SAMPLE = 8
 #: ``measure(arch) -> StepTime``: S of ``arch`` at the proxy's batch and resolution on this
@@ -315,6 +315,25 @@ def _combine(experiment: Experiment, cal: Calibration, archs: list[Arch],
         one_off_seconds=one_off, startup_seconds=cal.startup_seconds, study_seconds=cal.study_seconds,
         reference_seconds=reference_once, pruner_saving_seconds=saving, infeasible_share=infeasible_share,
         notes=tuple(notes))
+
+
+def first_order(experiment: Experiment, reference: StepTime, train_images: int, val_images: int) -> str:
+    """A search's opening estimate, one line, from what it measured anyway: the data and S0.
+
+    Each trial is taken to cost measuring its S plus its epochs of steps at the
+    reference's S and evaluation passes at its inference latency, with none of the
+    overheads :func:`calibrate` measures and the reference standing for the whole space:
+    a first figure, made without extra work, that the progress lines' ETA then replaces.
+    ``nas estimate`` measures the rest.
+    """
+    proxy = experiment.proxy
+    epoch = _epoch_at_s(reference, train_images, val_images, proxy.batch_size)
+    trial = measure_seconds(reference) + proxy.epochs * epoch
+    workers = min(experiment.workers, os.cpu_count() or 1) if experiment.backend == "local" else 1
+    total = trial * experiment.trials / workers
+    return (f"estimate: about {_duration(total)} for {experiment.trials} trials, {trial:.1f} s a trial at the "
+            f"baseline's S ({proxy.epochs} epochs of {_steps(train_images, proxy.batch_size)} steps at "
+            f"{reference.step_time * 1e3:.2f} ms, and measuring S); `nas estimate` samples the space")
 
 
 def _at_load(step: StepTime, ratio: float) -> StepTime:

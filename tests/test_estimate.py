@@ -122,6 +122,23 @@ def test_cached_step_times_are_timed_at_the_load_of_now():
     assert any("1.10x what the cache holds" in note for note in close.notes)
 
 
+def test_a_search_opens_with_a_first_order_estimate_from_s0(monkeypatch):
+    import os
+
+    from nas.estimate import first_order
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+
+    trial = by_hand_measure(0.02) + 3 * (STEPS * 0.02 + PASSES * 0.02 / 3)  # no overheads: a first figure
+    line = first_order(experiment(), step_time(0.02), 1438, 359)
+    minutes, seconds = divmod(math.ceil(8 * trial), 60)
+    assert line.startswith(f"estimate: about {minutes}m{seconds:02d}s for 8 trials, {trial:.1f} s a trial")
+    assert f"3 epochs of {STEPS} steps at 20.00 ms" in line
+    two = first_order(experiment(workers=2, trials=80), step_time(0.02), 1438, 359)  # 2 at once
+    minutes, seconds = divmod(math.ceil(40 * trial), 60)
+    assert f"about {minutes}m{seconds:02d}s for 80 trials" in two
+
+
 def test_sample_is_seeded_and_bounded_by_the_space():
     first, a = run_estimate(sample=3)
     again, b = run_estimate(sample=3)

@@ -62,6 +62,8 @@ def test_a_cache_filled_at_another_load_is_measured_afresh(tmp_path):
     run_search(exp, tmp_path / "second", fresh=True, runtime=runtime, log=lines.append)
     assert any("filled at another load of this device" in line and "every S is measured afresh" in line
                for line in lines), lines
+    opening = next(i for i, line in enumerate(lines) if line.startswith("estimate: about "))
+    assert opening < lines.index(next(line for line in lines if line.startswith("trial 0:")))
     rows = ledger_of(tmp_path / "second")
     assert [r["arch"] for r in rows] == [r["arch"] for r in ledger_of(tmp_path / "first")]  # all in the cache
     assert not poisoned & {r["step_time"] for r in rows}  # none of them taken from it

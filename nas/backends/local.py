@@ -75,7 +75,12 @@ class LocalBackend:
         # One worker trains here: load the data and measure S0 now, before the run
         # directory is touched, so that bad data leaves nothing behind.
         if _workers(run, log) == 1:
-            self._evaluator = run.training_evaluator(log=log)
+            self._evaluator = evaluator = run.training_evaluator(log=log)
+            if evaluator.reference_step is not None:
+                from nas.estimate import first_order
+
+                log(first_order(run.experiment, evaluator.reference_step, len(evaluator.data.train),
+                                len(evaluator.data.val)))
 
     def run(self, run: Run, progress: Progress, log: Log) -> None:
         workers = _workers(run, None)
