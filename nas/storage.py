@@ -10,6 +10,7 @@ transaction on a relational database.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections import defaultdict
 from pathlib import Path
@@ -20,7 +21,7 @@ from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["StorageError", "BatchingStorage", "open_storage", "sqlite_path"]
+__all__ = ["StorageError", "BatchingStorage", "FastReadStorage", "open_storage", "sqlite_path"]
 
 
 class StorageError(ValueError):
@@ -47,13 +48,13 @@ def open_storage(url: str) -> BatchingStorage:
             path = sqlite_path(url)
             if path is not None and path.exists() and path.is_file() and path.stat().st_size:
                 _check_sqlite_file(path)
-            storage = RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+            storage = FastReadStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
             _tune_sqlite(storage)
         elif url.startswith(("postgresql", "mysql")):
             engine_url = url
             if url.startswith("postgresql://"):
                 engine_url = "postgresql+psycopg://" + url[len("postgresql://"):]  # SQLAlchemy 2 + psycopg 3
-            storage = RDBStorage(engine_url, engine_kwargs={"pool_pre_ping": True,
+            storage = FastReadStorage(engine_url, engine_kwargs={"pool_pre_ping": True,
                                                             "connect_args": _connect_timeout(engine_url)})
         elif url.startswith("journal:"):
             from optuna.storages.journal import JournalFileBackend
@@ -83,6 +84,95 @@ def _check_sqlite_file(path: Path) -> None:
     except sqlite3.DatabaseError as err:
         raise StorageError(f"{path} is not a readable SQLite study ({err}); rerun the search with --fresh "
                            "to start over, or move the file away") from None
+
+
+class FastReadStorage(RDBStorage):
+    """Optuna's relational storage, reading trials as plain SQL rows rather than ORM objects.
+
+    Optuna builds an ORM object for every row of a trial (each decision, value and
+    attribute: some 30 rows per candidate of a search) and parses every parameter's
+    distribution anew, so a worker joining a 10,000-trial study spent about 9 s there on a
+    CPU core. The same rows, read in one transaction, make the same FrozenTrials.
+    """
+
+    def _get_trials(self, study_id: int, states, included_trial_ids: set[int],
+                    trial_id_greater_than: int) -> list[FrozenTrial]:
+        import sqlalchemy
+        from optuna.storages._rdb import models
+
+        trials = models.TrialModel.__table__
+        included = {t for t in included_trial_ids if t <= trial_id_greater_than}
+        where = [trials.c.study_id == study_id]
+        if states is not None:
+            where.append(trials.c.state.in_(list(states)))
+        wanted = list(where)
+        if trial_id_greater_than > -1:
+            later = trials.c.trial_id > trial_id_greater_than
+            wanted.append(sqlalchemy.or_(trials.c.trial_id.in_(included), later) if included else later)
+        with self.engine.connect() as conn:  # one transaction: one consistent view of the study
+            studies = models.StudyModel.__table__
+            if conn.execute(sqlalchemy.select(studies.c.study_id).where(studies.c.study_id == study_id)).first() is None:
+                raise KeyError(f"No study with study_id {study_id} exists.")
+            try:
+                rows = _trial_rows(conn, trials, wanted)
+            except sqlalchemy.exc.OperationalError:  # too many ids for IN (SQLite's variable limit): filter here
+                rows = _trial_rows(conn, trials, where)
+                rows = {k: v for k, v in rows.items() if k in included or k > trial_id_greater_than}
+        return [_frozen(trial_id, *row) for trial_id, row in rows.items()]
+
+
+def _trial_rows(conn, trials, where: list) -> dict[int, tuple]:
+    """trial_id -> (number, state, start, complete, params, values, user, system, intermediate), by id."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    select = sqlalchemy.select
+    rows = {r.trial_id: (r.number, r.state, r.datetime_start, r.datetime_complete, [], [], [], [], [])
+            for r in conn.execute(select(trials).where(*where).order_by(trials.c.trial_id))}
+    ids = select(trials.c.trial_id).where(*where).scalar_subquery()
+    children = ((models.TrialParamModel, 4, ("param_name", "param_value", "distribution_json")),
+                (models.TrialValueModel, 5, ("objective", "value", "value_type")),
+                (models.TrialUserAttributeModel, 6, ("key", "value_json")),
+                (models.TrialSystemAttributeModel, 7, ("key", "value_json")),
+                (models.TrialIntermediateValueModel, 8, ("step", "intermediate_value", "intermediate_value_type")))
+    for model, slot, columns in children:
+        table = model.__table__
+        key = table.primary_key.columns.values()[0]
+        query = select(table.c.trial_id, *(table.c[c] for c in columns)).where(table.c.trial_id.in_(ids))
+        for r in conn.execute(query.order_by(key)):
+            if r[0] in rows:
+                rows[r[0]][slot].append(r[1:])
+    return rows
+
+
+def _frozen(trial_id: int, number: int, state: TrialState, start, complete, params, values, user, system,
+            intermediate) -> FrozenTrial:
+    """The FrozenTrial Optuna's own reader makes of these rows."""
+    import json
+
+    from optuna.storages._rdb import models
+
+    objectives: list[float] | None = None
+    if values:
+        objectives = [0.0] * len(values)
+        for objective, value, kind in values:
+            objectives[objective] = models.TrialValueModel.stored_repr_to_value(value, kind)
+    distributions = {name: _distribution(text) for name, _, text in params}
+    return FrozenTrial(
+        number=number, state=state, value=None, values=objectives, datetime_start=start, datetime_complete=complete,
+        params={name: distributions[name].to_external_repr(value) for name, value, _ in params},
+        distributions=distributions,
+        user_attrs={key: json.loads(value) for key, value in user},
+        system_attrs={key: json.loads(value) for key, value in system},
+        intermediate_values={step: models.TrialIntermediateValueModel.stored_repr_to_intermediate_value(value, kind)
+                             for step, value, kind in intermediate},
+        trial_id=trial_id)
+
+
+@functools.lru_cache(maxsize=4096)
+def _distribution(text: str) -> BaseDistribution:
+    # a search's trials share a handful of distributions: parse each once (they are immutable)
+    return optuna.distributions.json_to_distribution(text)
 
 
 def _tune_sqlite(storage: RDBStorage) -> None:
