@@ -48,16 +48,20 @@ def test_search_ledger(tmp_path):
 def test_a_cache_filled_at_another_load_is_measured_afresh(tmp_path):
     import json
 
+    from nas.measure import StepTime, StepTimeCache
+
     runtime = RuntimeOptions(cache_dir=tmp_path / "cache")
     exp = fast_experiment("trials=3", "controller=random", "seed=1")
     run_search(exp, tmp_path / "first", fresh=True, runtime=runtime, log=lambda m: None)
     path = tmp_path / "cache" / "step_times.json"
-    cache = json.loads(path.read_text())
-    for entry in cache["entries"].values():  # as if the host had been 10x busier when they were measured
-        for key in ("step_time", "step_time_p10", "step_time_p90", "inference_latency"):
-            entry[key] *= 10
-    path.write_text(json.dumps(cache))
-    poisoned = {e["step_time"] for e in cache["entries"].values()}
+    cache = StepTimeCache(path)
+    for row in ledger_of(tmp_path / "first"):  # as if the host had been 10x busier when they were measured
+        slow = 10 * row["step_time"]
+        cache.put(row["arch"], row["device"], StepTime(
+            step_time=slow, step_time_p10=slow, step_time_p90=slow, device=row["device"], batch=exp.proxy.batch_size,
+            resolution=exp.proxy.resolution, repeats=15, inference_latency=slow / 3, peak_memory=None,
+            exclusive=True), num_classes=10)
+    poisoned = {e["step_time"] for e in json.loads(path.read_text())["entries"].values()}
     lines: list[str] = []
     run_search(exp, tmp_path / "second", fresh=True, runtime=runtime, log=lines.append)
     assert any("filled at another load of this device" in line and "every S is measured afresh" in line
