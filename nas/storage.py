@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import threading
 from collections import defaultdict
 from pathlib import Path
@@ -148,8 +149,6 @@ def _trial_rows(conn, trials, where: list) -> dict[int, tuple]:
 def _frozen(trial_id: int, number: int, state: TrialState, start, complete, params, values, user, system,
             intermediate) -> FrozenTrial:
     """The FrozenTrial Optuna's own reader makes of these rows."""
-    import json
-
     from optuna.storages._rdb import models
 
     objectives: list[float] | None = None
@@ -389,8 +388,6 @@ class _Writes:
 
 def _commit_rdb(rdb: RDBStorage, trial_id: int, writes: _Writes) -> None:
     """All of one trial's buffered writes in one transaction: one upsert statement per table."""
-    import json
-
     from optuna.distributions import distribution_to_json
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
